@@ -1,0 +1,190 @@
+"""The engine's public functions, the torch custom ops behind them, and their autograd.
+
+``dropout`` is one ``torch.library.custom_op`` (``dropkit::philox_dropout``)
+with a fake implementation, so ``torch.compile(fullgraph=True)`` traces it as
+a single opaque node, and an autograd formula that saves nothing per element:
+the backward pass is the same op applied to the incoming gradient, because
+``grad_x = where(keep, grad * scale, 0)`` has exactly the forward's form, and
+the mask is regenerated from ``(seed, offset)``.
+
+Schema ``int`` arguments are signed 64-bit, while seeds and offsets are
+unsigned 64-bit; they cross the op boundary as their two's-complement int64
+bit pattern (``_as_int64``) and are turned back on the other side.
+
+Backends, chosen per device inside the op: the Numba kernels on CPU, the
+Triton kernel on CUDA when triton is importable, the pure-torch reference
+anywhere else.  All three produce the same bits (docs/mask-spec.md).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dropkit.engine import reference
+from dropkit.engine.reference import check_seed_offset, threshold
+
+_U64 = (1 << 64) - 1
+_FAST_CPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _as_int64(value: int) -> int:
+    return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def _as_uint64(value: int) -> int:
+    return value & _U64
+
+
+def draw_seed(generator: torch.Generator | None = None) -> int:
+    """One 63-bit draw from ``generator`` (torch's default CPU generator when None).
+
+    ``torch.manual_seed(s)`` therefore makes every seedless dropkit call reproducible.
+    """
+    device = generator.device if generator is not None else "cpu"
+    seed = torch.empty((), dtype=torch.int64, device=device).random_(generator=generator)
+    return int(seed.item())  # random_ on int64 draws from [0, 2**63)
+
+
+# ---------------------------------------------------------------------------
+# Backend selection
+
+
+def _cpu_kernels():
+    """The Numba module, or None when Numba is unavailable (then the reference is used)."""
+    global _CPU_KERNELS
+    if _CPU_KERNELS is _UNSET:
+        try:
+            from dropkit.engine import cpu_kernels
+        except ImportError:  # pragma: no cover - numba is a dependency
+            cpu_kernels = None
+        _CPU_KERNELS = cpu_kernels
+    return _CPU_KERNELS
+
+
+def _triton_kernels():
+    """The Triton module when triton is importable, else None."""
+    global _TRITON_KERNELS
+    if _TRITON_KERNELS is _UNSET:
+        try:
+            from dropkit.engine import triton_kernels
+        except ImportError:
+            triton_kernels = None
+        _TRITON_KERNELS = triton_kernels
+    return _TRITON_KERNELS
+
+
+_UNSET = object()
+_CPU_KERNELS = _UNSET
+_TRITON_KERNELS = _UNSET
+
+
+def _dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed: int,
+                  offset: int) -> None:
+    """Write ``where(keep, x * scale, 0)`` into ``out``; both contiguous, same shape and dtype."""
+    if x.numel() == 0:
+        return
+    if x.device.type == "cpu" and x.dtype in _FAST_CPU_DTYPES:
+        kernels = _cpu_kernels()
+        if kernels is not None:
+            kernels.dropout_into(x, out, t, scale, seed, offset)
+            return
+    if x.device.type == "cuda":
+        kernels = _triton_kernels()
+        if kernels is not None and kernels.supports(x):
+            kernels.dropout_into(x, out, t, scale, seed, offset)
+            return
+    out.copy_(reference.dropout_reference(x, t / reference.THRESHOLD_ONE, scale, seed, offset))
+
+
+# ---------------------------------------------------------------------------
+# Custom ops
+
+
+@torch.library.custom_op("dropkit::philox_dropout", mutates_args=())
+def _dropout_op(x: torch.Tensor, threshold: int, scale: float, seed: int,
+                offset: int) -> torch.Tensor:
+    x = x.contiguous()
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    _dropout_into(x, out, threshold, scale, _as_uint64(seed), _as_uint64(offset))
+    return out
+
+
+@_dropout_op.register_fake
+def _(x, threshold, scale, seed, offset):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _setup_context(ctx, inputs, output):
+    # Only Python scalars are kept: no tensor is saved for backward.
+    _, ctx.threshold, ctx.scale, ctx.seed, ctx.offset = inputs
+
+
+def _backward(ctx, grad):
+    grad_x = _dropout_op(grad, ctx.threshold, ctx.scale, ctx.seed, ctx.offset)
+    return grad_x, None, None, None, None
+
+
+_dropout_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("dropkit::philox_dropout_", mutates_args=("x",))
+def _dropout_inplace_op(x: torch.Tensor, threshold: int, scale: float, seed: int,
+                        offset: int) -> None:
+    seed, offset = _as_uint64(seed), _as_uint64(offset)
+    if x.is_contiguous():
+        _dropout_into(x, x, threshold, scale, seed, offset)
+    else:
+        dense = x.contiguous()
+        _dropout_into(dense, dense, threshold, scale, seed, offset)
+        x.copy_(dense)
+
+
+@torch.library.custom_op("dropkit::philox_keep_mask", mutates_args=())
+def _keep_mask_op(shape: list[int], threshold: int, seed: int, offset: int,
+                  device: torch.device) -> torch.Tensor:
+    seed, offset = _as_uint64(seed), _as_uint64(offset)
+    numel = torch.Size(shape).numel()
+    if device.type == "cpu" and numel:
+        kernels = _cpu_kernels()
+        if kernels is not None:
+            return kernels.keep_mask(numel, threshold, seed, offset).reshape(shape)
+    if device.type == "cuda" and numel:
+        kernels = _triton_kernels()
+        if kernels is not None:
+            return kernels.keep_mask(numel, threshold, seed, offset, device).reshape(shape)
+    u = reference.lanes_reference(numel, seed, offset, device)
+    return (u >= threshold).reshape(shape)
+
+
+@_keep_mask_op.register_fake
+def _(shape, threshold, seed, offset, device):
+    return torch.empty(shape, dtype=torch.bool, device=device)
+
+
+# ---------------------------------------------------------------------------
+# Public functions
+
+
+def keep_mask(shape, p: float, seed: int, offset: int = 0, device=None) -> torch.Tensor:
+    """Boolean tensor of ``shape``, True where the spec keeps the element for ``(seed, offset)``."""
+    shape = [int(s) for s in shape]
+    check_seed_offset(seed, offset, torch.Size(shape).numel())
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    return _keep_mask_op(shape, threshold(p), _as_int64(seed), _as_int64(offset), device)
+
+
+def dropout(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0) -> torch.Tensor:
+    """Differentiable ``where(keep, x * scale, 0)``; the backward regenerates the mask.
+
+    Returns a new contiguous tensor of ``x``'s shape, dtype and device.
+    Nothing per element is saved for backward.
+    """
+    check_seed_offset(seed, offset, x.numel())
+    return _dropout_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
+
+
+def dropout_(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0) -> torch.Tensor:
+    """In-place ``dropout`` on ``x`` (outside autograd); returns ``x``."""
+    check_seed_offset(seed, offset, x.numel())
+    _dropout_inplace_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
+    return x
