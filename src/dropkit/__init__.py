@@ -4,6 +4,7 @@ The public API, re-exported from :mod:`dropkit.functional` (the math) and
 :mod:`dropkit.layers` (the ``nn.Module`` holders).
 """
 
+from dropkit import bn
 from dropkit.functional import (
     drop_path,
     drop_path_rates,
@@ -24,6 +25,7 @@ from dropkit.layers import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "bn",
     "dropout",
     "dropout1d",
     "dropout2d",
