@@ -1,0 +1,274 @@
+"""Fused CPU kernels of the mask scheme (Numba), forward and backward in one.
+
+The backward of ``y = where(keep, x * scale, 0)`` is ``where(keep, g * scale, 0)``:
+the same kernel applied to the gradient, so there is one kernel per dtype.
+
+Design, from the measurements in shared/notes/engine-measurements.md: Philox
+is not the bottleneck, the element pass is.  So the work is cut into fixed
+chunks of ``BLOCK_COUNTERS`` counters (8 * BLOCK_COUNTERS elements) and each
+chunk does two simple loops:
+
+1. Philox4x32-10 for the chunk's counters, the 4 words of each stored
+   contiguously in a small scratch buffer;
+2. one branch-free contiguous pass over the elements that reads the scratch
+   back as uint16.  On a little-endian machine halfword ``j`` of a counter's 4
+   words *is* the spec's lane ``j`` (low half of word ``j // 2`` first), so no
+   per-lane shifts are needed and LLVM vectorises the pass.
+
+Chunks are independent and every element's lane depends only on its index, so
+the result does not depend on the number of threads or on the chunking.
+
+float32 and float64 are multiplied in their own precision.  float16 and
+bfloat16 are handled on their bit patterns: widened exactly to float32,
+multiplied in float32 and rounded once back, round-to-nearest-even (what
+torch does when it multiplies them by a Python scalar).  NaN payloads are not
+specified: a kept NaN stays a NaN.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numba
+import numpy as np
+import torch
+
+if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for
+    raise ImportError("dropkit's CPU kernels read Philox words as halfwords: little-endian only")
+
+# 512 counters = 4096 elements per chunk: the 8 KiB of scratch stays in L1.
+BLOCK_COUNTERS = 512
+BLOCK_ELEMENTS = 8 * BLOCK_COUNTERS
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+_jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+_pjit = numba.njit(cache=True, nogil=True, parallel=True, fastmath=False, error_model="numpy")
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _philox_words(first_counter, count, key0, key1, words):
+    """Philox4x32-10 of counters ``first_counter + k`` (k < count), key (key0, key1), into words.
+
+    Words are held in uint64 (always < 2**32) so that the 32 x 32 -> 64-bit
+    products are exact; the loop over k has no dependencies and vectorises.
+    """
+    for k in range(count):
+        counter = first_counter + np.uint64(k)
+        c0 = counter & _LOW32
+        c1 = counter >> _SHIFT32
+        c2 = np.uint64(0)
+        c3 = np.uint64(0)
+        k0 = key0
+        k1 = key1
+        for r in range(10):
+            if r > 0:
+                k0 = (k0 + _W0) & _LOW32
+                k1 = (k1 + _W1) & _LOW32
+            p0 = _M0 * c0
+            p1 = _M1 * c2
+            n0 = (p1 >> _SHIFT32) ^ c1 ^ k0
+            n2 = (p0 >> _SHIFT32) ^ c3 ^ k1
+            c1 = p1 & _LOW32
+            c3 = p0 & _LOW32
+            c0 = n0
+            c2 = n2
+        words[4 * k] = np.uint32(c0)
+        words[4 * k + 1] = np.uint32(c1)
+        words[4 * k + 2] = np.uint32(c2)
+        words[4 * k + 3] = np.uint32(c3)
+
+
+@_pjit
+def _dropout_float(x, out, t, scale, seed, offset):
+    """out = where(u >= t, x * scale, 0) for float32 / float64 ``x`` (1-D, contiguous)."""
+    n = x.size
+    chunks = (n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    key0 = seed & _LOW32
+    key1 = seed >> _SHIFT32
+    for c in numba.prange(chunks):
+        start = c * BLOCK_ELEMENTS
+        stop = min(start + BLOCK_ELEMENTS, n)
+        words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+        counters = (stop - start + 7) // 8
+        _philox_words(offset + np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters,
+                      key0, key1, words)
+        lanes = words.view(np.uint16)
+        # Slices, not xs[e]: with them LLVM vectorises the select (measured 2.5x).
+        xs = x[start:stop]
+        outs = out[start:stop]
+        for e in range(stop - start):
+            outs[e] = xs[e] * scale if np.int32(lanes[e]) >= t else np.float32(0)
+
+
+@_jit
+def _bf16_round(bits):
+    """float32 bit pattern -> bfloat16 bit pattern, round to nearest even; NaN -> 0x7FC0."""
+    if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+        return np.uint16(0x7FC0)
+    bias = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    return np.uint16((bits + bias) >> np.uint32(16))
+
+
+@_pjit
+def _dropout_bf16(x, out, t, scale, seed, offset):
+    """The bfloat16 kernel on uint16 bit patterns; math in float32."""
+    n = x.size
+    chunks = (n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    key0 = seed & _LOW32
+    key1 = seed >> _SHIFT32
+    for c in numba.prange(chunks):
+        start = c * BLOCK_ELEMENTS
+        stop = min(start + BLOCK_ELEMENTS, n)
+        words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+        wide = np.empty(BLOCK_ELEMENTS, dtype=np.uint32)
+        counters = (stop - start + 7) // 8
+        _philox_words(offset + np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters,
+                      key0, key1, words)
+        lanes = words.view(np.uint16)
+        values = wide.view(np.float32)
+        m = stop - start
+        xs = x[start:stop]
+        outs = out[start:stop]
+        for e in range(m):  # bfloat16 is the top half of a float32: widening is a shift
+            wide[e] = np.uint32(xs[e]) << np.uint32(16)
+        for e in range(m):
+            v = values[e] * scale
+            values[e] = v if np.int32(lanes[e]) >= t else np.float32(0)
+        for e in range(m):
+            outs[e] = _bf16_round(wide[e])
+
+
+@_jit
+def _f16_widen(h):
+    """float16 bit pattern -> float32 bit pattern (exact), normal/inf/nan only; see caller."""
+    magnitude = (h & np.uint32(0x7FFF)) << np.uint32(13)
+    exponent = magnitude & np.uint32(0x0F800000)
+    bits = magnitude + np.uint32(112 << 23)  # rebias the exponent 15 -> 127
+    if exponent == np.uint32(0x0F800000):  # inf / nan: exponent all ones
+        bits += np.uint32(112 << 23)
+    return bits | ((h & np.uint32(0x8000)) << np.uint32(16))
+
+
+@_jit
+def _f16_round(bits):
+    """float32 bit pattern -> float16 bit pattern, round to nearest even (overflow -> inf).
+
+    F. Giesen's ``float_to_half_fast3_rtne``; the subnormal case is done by the
+    caller with a float add, so here ``bits`` is known to be >= 2**-14 or inf/nan.
+    """
+    sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
+    magnitude = bits & np.uint32(0x7FFFFFFF)
+    if magnitude >= np.uint32((127 + 16) << 23):  # overflows to inf, or is inf/nan
+        half = np.uint32(0x7E00) if magnitude > np.uint32(0x7F800000) else np.uint32(0x7C00)
+    else:
+        odd = (magnitude >> np.uint32(13)) & np.uint32(1)
+        half = (magnitude + np.uint32(((15 - 127) << 23) & 0xFFFFFFFF) + np.uint32(0xFFF)
+                + odd) >> np.uint32(13)
+    return np.uint16(half | sign)
+
+
+# 2**-24, the float16 subnormal step, and the magic number that aligns a float32
+# below 2**-14 so that one float add rounds it to a float16 subnormal (Giesen).
+_F16_STEP = np.float32(2.0**-24)
+_F16_DENORM_MAGIC_BITS = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
+_F16_DENORM_MAGIC = np.float32(0.5)  # 2**-1, whose bit pattern is _F16_DENORM_MAGIC_BITS
+
+
+@_pjit
+def _dropout_f16(x, out, t, scale, seed, offset):
+    """The float16 kernel on uint16 bit patterns; math in float32."""
+    n = x.size
+    chunks = (n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    key0 = seed & _LOW32
+    key1 = seed >> _SHIFT32
+    for c in numba.prange(chunks):
+        start = c * BLOCK_ELEMENTS
+        stop = min(start + BLOCK_ELEMENTS, n)
+        words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+        wide = np.empty(BLOCK_ELEMENTS, dtype=np.uint32)
+        counters = (stop - start + 7) // 8
+        _philox_words(offset + np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters,
+                      key0, key1, words)
+        lanes = words.view(np.uint16)
+        values = wide.view(np.float32)
+        m = stop - start
+        xs = x[start:stop]
+        outs = out[start:stop]
+        for e in range(m):
+            wide[e] = _f16_widen(np.uint32(xs[e]))
+        for e in range(m):
+            h = np.uint32(xs[e])
+            if (h & np.uint32(0x7C00)) == np.uint32(0):  # zero / subnormal: mantissa * 2**-24
+                v = np.float32(h & np.uint32(0x3FF)) * _F16_STEP
+                values[e] = -v if h & np.uint32(0x8000) else v
+        for e in range(m):
+            v = values[e] * scale
+            values[e] = v if np.int32(lanes[e]) >= t else np.float32(0)
+        for e in range(m):
+            bits = wide[e]
+            magnitude = bits & np.uint32(0x7FFFFFFF)
+            if magnitude < np.uint32(113 << 23):  # result is a float16 subnormal or zero
+                sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
+                values[e] = abs(values[e]) + _F16_DENORM_MAGIC
+                outs[e] = np.uint16((wide[e] - _F16_DENORM_MAGIC_BITS) | sign)
+            else:
+                outs[e] = _f16_round(bits)
+
+
+@_pjit
+def _keep_mask(out, t, seed, offset):
+    """out[i] = 1 if element i is kept (u >= t) else 0, uint8."""
+    n = out.size
+    chunks = (n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    key0 = seed & _LOW32
+    key1 = seed >> _SHIFT32
+    for c in numba.prange(chunks):
+        start = c * BLOCK_ELEMENTS
+        stop = min(start + BLOCK_ELEMENTS, n)
+        words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+        counters = (stop - start + 7) // 8
+        _philox_words(offset + np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters,
+                      key0, key1, words)
+        lanes = words.view(np.uint16)
+        outs = out[start:stop]
+        for e in range(stop - start):
+            outs[e] = np.uint8(np.int32(lanes[e]) >= t)
+
+
+def _flat_numpy(t: torch.Tensor) -> np.ndarray:
+    """A 1-D numpy view of a contiguous CPU tensor; 16-bit floats as their uint16 bit patterns."""
+    t = t.detach().reshape(-1)
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed: int,
+                 offset: int) -> None:
+    """``out = where(keep, x * scale, 0)``; x and out contiguous CPU tensors (may be the same)."""
+    xs, outs = _flat_numpy(x), _flat_numpy(out)
+    seed, offset, t = np.uint64(seed), np.uint64(offset), np.int32(t)
+    if x.dtype == torch.float64:
+        _dropout_float(xs, outs, t, np.float64(scale), seed, offset)
+    elif x.dtype == torch.float32:
+        _dropout_float(xs, outs, t, np.float32(scale), seed, offset)
+    elif x.dtype == torch.bfloat16:
+        _dropout_bf16(xs, outs, t, np.float32(scale), seed, offset)
+    elif x.dtype == torch.float16:
+        _dropout_f16(xs, outs, t, np.float32(scale), seed, offset)
+    else:
+        raise TypeError(f"no CPU kernel for dtype {x.dtype}")
+
+
+def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
+    """Flat bool tensor of ``numel`` elements, True where kept."""
+    out = np.empty(numel, dtype=np.uint8)
+    if numel:
+        _keep_mask(out, np.int32(t), np.uint64(seed), np.uint64(offset))
+    return torch.from_numpy(out).view(torch.bool)
