@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from dropkit import engine
+from dropkit.engine import traced
 
 __all__ = [
     "dropout",
@@ -95,6 +96,23 @@ def _keep_scale(p: float, rescale: bool) -> float:
     if not rescale:
         return 1.0
     return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+
+
+def _compiling(seed: int | None) -> bool:
+    """True when tracing under torch.compile with a seed to draw.
+
+    Then the seed is drawn as a tensor inside the graph (``engine.traced``):
+    a Python-int seed would cost a graph break and be baked into the graph.
+    """
+    return seed is None and torch.compiler.is_compiling()
+
+
+def _keep_mask(shape: tuple[int, ...], p: float, seed: int | None, device) -> Tensor:
+    if _compiling(seed):
+        return traced.keep_mask(shape, p, traced.draw_seed_tensor(), device=device)
+    if seed is None:
+        seed = engine.draw_seed()
+    return engine.keep_mask(shape, p, seed, device=device)
 
 
 def _apply_mask(x: Tensor, keep: Tensor, scale: float, inplace: bool) -> Tensor:
@@ -178,6 +196,9 @@ def dropout(
     if p == 0.0:
         return x
     scale = _keep_scale(p, rescale=inverted)
+    if _compiling(seed):
+        out = traced.dropout(x, p, scale, traced.draw_seed_tensor())
+        return x.copy_(out) if inplace else out
     if seed is None:
         seed = engine.draw_seed()
     if not inplace:
@@ -215,9 +236,7 @@ def _channel_dropout(
         return x
     # One keep decision per (sample, channel), broadcast over the spatial dims.
     mask_shape = tuple(x.shape[: x.ndim - spatial_dims]) + (1,) * spatial_dims
-    if seed is None:
-        seed = engine.draw_seed()
-    keep = engine.keep_mask(mask_shape, p, seed, device=x.device)
+    keep = _keep_mask(mask_shape, p, seed, x.device)
     return _apply_mask(x, keep, _keep_scale(p, rescale=True), inplace)
 
 
@@ -308,9 +327,7 @@ def drop_path(
         mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     else:
         mask_shape = (1,) * x.ndim
-    if seed is None:
-        seed = engine.draw_seed()
-    keep = engine.keep_mask(mask_shape, p, seed, device=x.device)
+    keep = _keep_mask(mask_shape, p, seed, x.device)
     return _apply_mask(x, keep, _keep_scale(p, rescale=scale_by_keep), inplace=False)
 
 
@@ -337,3 +354,412 @@ def drop_path_rates(depth: int, max_rate: float) -> list[float]:
     if depth == 1:
         return [0.0]
     return [max_rate * i / (depth - 1) for i in range(depth)]
+
+
+# ---- the rest of the family ----
+# DropBlock, Gaussian and alpha dropout, locked (variational) dropout,
+# embedding dropout and concrete dropout. Masks come from the mask engine;
+# the two families that need continuous noise (Gaussian, concrete) draw it
+# from a torch.Generator seeded by engine.draw_seed(), so torch.manual_seed
+# still governs every result.
+
+__all__ += [
+    "dropblock2d",
+    "dropblock3d",
+    "dropblock_gamma",
+    "gaussian_dropout",
+    "alpha_dropout",
+    "locked_dropout",
+    "embedding_dropout",
+    "concrete_dropout",
+    "concrete_dropout_regularizer",
+]
+
+# SELU's saturation value -lambda * alpha (Klambauer et al., 2017): the value a
+# SELU unit takes for x -> -inf, and so the value alpha dropout sets dropped
+# units to (0 would shift SELU's mean and variance).
+SELU_ALPHA_PRIME = -1.7580993408473766
+
+
+def _noise_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """A generator for continuous noise, seeded from ``seed`` or the engine."""
+    if seed is None:
+        seed = engine.draw_seed()
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _check_block_size(block_size, spatial_dims: int) -> tuple[int, ...]:
+    sizes = (block_size,) * spatial_dims if isinstance(block_size, numbers.Integral) else block_size
+    ok = (
+        isinstance(sizes, tuple | list)
+        and len(sizes) == spatial_dims
+        and all(isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1
+                for b in sizes)
+    )
+    if not ok:
+        raise ValueError(
+            f"Invalid value received for argument `block_size`. Expected a positive int or a "
+            f"tuple of {spatial_dims} positive ints. Received: block_size={block_size!r}"
+        )
+    return tuple(int(b) for b in sizes)
+
+
+def dropblock_gamma(p: float, block_size: tuple[int, ...], spatial_shape: tuple[int, ...]) -> float:
+    r"""The rate of block *centres* that makes DropBlock drop about a fraction ``p``.
+
+    Eq. (1) of Ghiasi et al. (2018), for any number of spatial dims and a
+    block already clipped to the feature map:
+
+    .. math::
+        \gamma = \frac{p}{\prod_d b_d}\;\frac{\prod_d s_d}{\prod_d (s_d - b_d + 1)}
+
+    (the paper's ``(1 - keep_prob) / block_size**2 * feat_size**2 /
+    (feat_size - block_size + 1)**2``). Centres are drawn only where a whole
+    block fits, :math:`\prod_d (s_d - b_d + 1)` positions, each block covering
+    :math:`\prod_d b_d` elements; overlapping blocks make the dropped fraction
+    a little *below* ``p``, which the renormalisation by the kept fraction
+    absorbs. Clipped to 1.
+    """
+    area = math.prod(spatial_shape)
+    block = math.prod(block_size)
+    valid = math.prod(s - b + 1 for s, b in zip(spatial_shape, block_size, strict=True))
+    return min(1.0, p * area / (block * valid))
+
+
+def _dropblock(
+    x: Tensor,
+    p: float,
+    block_size,
+    training: bool,
+    scale_by_keep: bool,
+    spatial_dims: int,
+    fn: str,
+    seed: int | None,
+) -> Tensor:
+    p = _check_p(p)
+    _check_input(x, fn)
+    seed = _check_seed(seed)
+    sizes = _check_block_size(block_size, spatial_dims)
+    batched, unbatched = spatial_dims + 2, spatial_dims + 1
+    if x.ndim not in (batched, unbatched):
+        raise ValueError(
+            f"{fn}() expects a {unbatched}D (unbatched) or {batched}D (batched) input, "
+            f"(N, C, ...) with {spatial_dims} spatial dim(s); received a {x.ndim}D input "
+            f"of shape {tuple(x.shape)}"
+        )
+    if not training or p == 0.0 or x.numel() == 0:
+        return x
+    xb = x.unsqueeze(0) if x.ndim == unbatched else x
+    if p == 1.0:
+        keep = torch.zeros((), dtype=torch.bool, device=x.device)
+        return _apply_mask(x, keep, 0.0, inplace=False)
+    spatial = tuple(xb.shape[2:])
+    # A feature map smaller than the block: the block shrinks to the map
+    # (per dim), so one centre drops the whole map of that channel.
+    blocks = tuple(min(b, s) for b, s in zip(sizes, spatial, strict=True))
+    valid = tuple(s - b + 1 for s, b in zip(spatial, blocks, strict=True))
+    gamma = dropblock_gamma(p, blocks, spatial)
+    if seed is None:
+        seed = engine.draw_seed()
+    # One independent centre mask per (sample, channel), as the paper found best.
+    centres = ~engine.keep_mask(tuple(xb.shape[:2]) + valid, gamma, seed, device=x.device)
+    # Grow each centre (the block's first corner) into a block: pad b-1 zeros
+    # on both sides and max-pool with a b-wide window, stride 1. Output cell i
+    # sees centres i-b+1 .. i, exactly the blocks covering it; the size comes
+    # back to s for odd and even b alike (no off-by-one slicing as with
+    # padding b // 2).
+    pad: list[int] = []
+    for b in reversed(blocks):
+        pad += [b - 1, b - 1]
+    grown = torch.nn.functional.pad(centres.float(), pad)
+    pool = torch.nn.functional.max_pool2d if spatial_dims == 2 else torch.nn.functional.max_pool3d
+    keep = pool(grown, kernel_size=blocks, stride=1) == 0
+    if x.ndim == unbatched:
+        keep = keep.squeeze(0)
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    if not scale_by_keep:
+        return torch.where(keep, x, zero)
+    # Renormalise by the kept fraction of the whole tensor (the paper's
+    # count(M) / count_ones(M)); clamp so an all-dropped tensor gives 0, not NaN.
+    scale = (keep.numel() / keep.sum().clamp(min=1)).to(x.dtype)
+    return torch.where(keep, x * scale, zero)
+
+
+def dropblock2d(
+    x: Tensor,
+    p: float = 0.1,
+    block_size: int | tuple[int, int] = 7,
+    training: bool = True,
+    *,
+    scale_by_keep: bool = True,
+    seed: int | None = None,
+) -> Tensor:
+    r"""Zero contiguous ``block_size x block_size`` regions of each channel.
+
+    Block corners :math:`c \sim \mathrm{Bernoulli}(\gamma)` on the positions
+    where a whole block fits, :math:`\gamma` from :func:`dropblock_gamma`; the
+    keep mask :math:`M` is 0 inside every block, and
+
+    .. math::
+        y = x \odot M \cdot \frac{\operatorname{numel}(M)}{\operatorname{sum}(M)}
+
+    Input :math:`(N, C, H, W)` or :math:`(C, H, W)`; see :class:`dropkit.DropBlock2d`.
+
+    Reference: Ghiasi, Lin & Le, "DropBlock: A regularization method for
+    convolutional networks", NeurIPS 2018.
+    """
+    return _dropblock(x, p, block_size, training, scale_by_keep, 2, "dropblock2d", seed)
+
+
+def dropblock3d(
+    x: Tensor,
+    p: float = 0.1,
+    block_size: int | tuple[int, int, int] = 7,
+    training: bool = True,
+    *,
+    scale_by_keep: bool = True,
+    seed: int | None = None,
+) -> Tensor:
+    r"""Zero contiguous ``block_size``-cubes of each channel of a volume.
+
+    As :func:`dropblock2d` with a third spatial dim. Input :math:`(N, C, D, H, W)`
+    or :math:`(C, D, H, W)`; see :class:`dropkit.DropBlock3d`.
+    """
+    return _dropblock(x, p, block_size, training, scale_by_keep, 3, "dropblock3d", seed)
+
+
+def gaussian_dropout(
+    x: Tensor, p: float = 0.5, training: bool = True, *, seed: int | None = None
+) -> Tensor:
+    r"""Multiply by Gaussian noise with the mean and variance of inverted dropout.
+
+    .. math::
+        y_{\text{train}} = x \odot \epsilon,\quad
+        \epsilon_i \sim \mathcal{N}\!\left(1, \tfrac{p}{1-p}\right),
+        \qquad y_{\text{eval}} = x
+
+    :math:`p/(1-p)` is the variance of the inverted-dropout factor
+    :math:`m/(1-p)`, so both regularise alike to second order (Srivastava et
+    al., 2014, sec. 10; Keras ``GaussianDropout``). ``p = 1`` would need
+    infinite variance and is rejected.
+    """
+    p = _check_p(p)
+    _check_input(x, "gaussian_dropout")
+    seed = _check_seed(seed)
+    if p == 1.0:
+        raise ValueError(
+            "Invalid value received for argument `p`. Gaussian dropout needs p < 1 "
+            f"(its noise variance p/(1-p) is infinite at p=1). Received: p={p!r}"
+        )
+    if not training or p == 0.0:
+        return x
+    gen = _noise_generator(seed, x.device)
+    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32)
+    noise = noise.mul_(math.sqrt(p / (1.0 - p))).add_(1.0).to(x.dtype)
+    return x * noise
+
+
+def alpha_dropout(
+    x: Tensor, p: float = 0.5, training: bool = True, *, seed: int | None = None
+) -> Tensor:
+    r"""Dropout that keeps SELU's self-normalising mean 0 and variance 1.
+
+    Dropped units are set to SELU's saturation value
+    :math:`\alpha' = -\lambda\alpha \approx -1.7581` instead of 0, then an
+    affine map restores the moments:
+
+    .. math::
+        y = a\,\bigl(x \odot m + \alpha'(1-m)\bigr) + b,\quad
+        a = \bigl((1-p)(1 + p\,\alpha'^2)\bigr)^{-1/2},\quad b = -a\,\alpha' p
+
+    so that :math:`\mathbb{E}[x]=0,\ \mathrm{Var}[x]=1` gives the same for
+    :math:`y`. Identity in eval; ``p = 1`` gives zeros (as torch).
+
+    Reference: Klambauer et al., "Self-Normalizing Neural Networks", NeurIPS 2017.
+    """
+    p = _check_p(p)
+    _check_input(x, "alpha_dropout")
+    seed = _check_seed(seed)
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        keep = torch.zeros((), dtype=torch.bool, device=x.device)
+        return _apply_mask(x, keep, 0.0, inplace=False)
+    a = ((1.0 - p) * (1.0 + p * SELU_ALPHA_PRIME**2)) ** -0.5
+    b = -a * SELU_ALPHA_PRIME * p
+    if seed is None:
+        seed = engine.draw_seed()
+    keep = engine.keep_mask(x.shape, p, seed, device=x.device)
+    dropped_value = torch.tensor(a * SELU_ALPHA_PRIME + b, dtype=x.dtype, device=x.device)
+    return torch.where(keep, x * a + b, dropped_value)
+
+
+def locked_dropout(
+    x: Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    *,
+    batch_first: bool = False,
+    seed: int | None = None,
+) -> Tensor:
+    r"""Variational dropout for sequences: one mask per sequence, shared over time.
+
+    .. math::
+        y_{t,n,h} = \frac{m_{n,h}}{1-p}\,x_{t,n,h}, \qquad m_{n,h} \sim \mathrm{Bernoulli}(1-p)
+
+    The same units are dropped at every time step, so the recurrence cannot
+    average the noise away (Gal & Ghahramani, 2016; the ``LockedDropout`` of
+    AWD-LSTM, Merity et al., 2018).
+
+    Args:
+        x: :math:`(T, N, H)`, or :math:`(N, T, H)` with ``batch_first=True``,
+            or an unbatched :math:`(T, H)`.
+        batch_first: the layout of a 3D input.
+    """
+    p = _check_p(p)
+    _check_input(x, "locked_dropout")
+    seed = _check_seed(seed)
+    if x.ndim not in (2, 3):
+        raise ValueError(
+            "locked_dropout() expects a 3D input (T, N, H) (or (N, T, H) with batch_first=True) "
+            f"or an unbatched 2D input (T, H); received a {x.ndim}D input of shape "
+            f"{tuple(x.shape)}"
+        )
+    if not training or p == 0.0:
+        return x
+    time_dim = 1 if (batch_first and x.ndim == 3) else 0
+    mask_shape = list(x.shape)
+    mask_shape[time_dim] = 1
+    if seed is None:
+        seed = engine.draw_seed()
+    keep = engine.keep_mask(tuple(mask_shape), p, seed, device=x.device)
+    return _apply_mask(x, keep, _keep_scale(p, rescale=True), inplace=False)
+
+
+def embedding_dropout(
+    input: Tensor,
+    weight: Tensor,
+    p: float = 0.1,
+    training: bool = True,
+    *,
+    padding_idx: int | None = None,
+    max_norm: float | None = None,
+    norm_type: float = 2.0,
+    scale_grad_by_freq: bool = False,
+    sparse: bool = False,
+    seed: int | None = None,
+) -> Tensor:
+    r"""Look up ``input`` in ``weight`` after dropping whole rows (words).
+
+    .. math::
+        y_{\dots} = \frac{m_{w}}{1-p}\,W_{w}, \quad w = \text{input}_{\dots},
+        \qquad m_w \sim \mathrm{Bernoulli}(1-p) \text{ per vocabulary row}
+
+    One decision per word *type* for the call, so every occurrence of a word
+    in the batch is dropped together (Gal & Ghahramani, 2016; AWD-LSTM's
+    ``embedded_dropout``). Equivalent to masking the rows of ``weight`` and
+    looking up, but masks only the looked-up vectors, so no masked copy of a
+    large vocabulary matrix is made. Other arguments as
+    :func:`torch.nn.functional.embedding`.
+    """
+    p = _check_p(p)
+    _check_input(weight, "embedding_dropout")
+    seed = _check_seed(seed)
+    if not isinstance(input, Tensor) or input.is_floating_point() or input.dtype == torch.bool:
+        got = input.dtype if isinstance(input, Tensor) else type(input).__name__
+        raise TypeError(
+            f"embedding_dropout() expects integer indices as `input`; received {got}"
+        )
+    if weight.ndim != 2:
+        raise ValueError(
+            "embedding_dropout() expects a 2D `weight` (num_embeddings, embedding_dim); "
+            f"received shape {tuple(weight.shape)}"
+        )
+    out = torch.nn.functional.embedding(
+        input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq, sparse
+    )
+    if not training or p == 0.0:
+        return out
+    if seed is None:
+        seed = engine.draw_seed()
+    keep_rows = engine.keep_mask((weight.shape[0],), p, seed, device=weight.device)
+    keep = keep_rows[input].unsqueeze(-1)
+    return _apply_mask(out, keep, _keep_scale(p, rescale=True), inplace=False)
+
+
+def concrete_dropout(
+    x: Tensor,
+    p_logit: Tensor,
+    temperature: float = 0.1,
+    training: bool = True,
+    *,
+    seed: int | None = None,
+) -> Tensor:
+    r"""Dropout with a learnable rate, through the relaxed (concrete) Bernoulli.
+
+    With :math:`p = \sigma(\ell)` for the logit :math:`\ell` = ``p_logit``,
+    :math:`u \sim U(0, 1)` per element and temperature :math:`t`:
+
+    .. math::
+        z = \sigma\!\left(\frac{\ell + \log u - \log(1-u)}{t}\right),\qquad
+        y_{\text{train}} = \frac{x \odot (1-z)}{1-p},\qquad y_{\text{eval}} = x
+
+    :math:`z` is a relaxed "drop" indicator, close to Bernoulli(p) for small
+    :math:`t`, and differentiable in :math:`\ell`, so ``p`` can be learned
+    (Gal, Hron & Kendall, "Concrete Dropout", NeurIPS 2017). Written in logit
+    form: :math:`\log p - \log(1-p) = \ell` exactly, no ``eps`` needed there.
+    """
+    _check_input(x, "concrete_dropout")
+    seed = _check_seed(seed)
+    if not isinstance(p_logit, Tensor) or p_logit.numel() != 1:
+        raise TypeError(
+            "concrete_dropout() expects `p_logit` as a one-element tensor (the logit of the "
+            f"drop probability); received {p_logit!r}"
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not (
+        temperature > 0 and math.isfinite(temperature)
+    ):
+        raise ValueError(
+            "Invalid value received for argument `temperature`. Expected a positive float. "
+            f"Received: temperature={temperature!r}"
+        )
+    if not training:
+        return x
+    gen = _noise_generator(seed, x.device)
+    u = torch.rand(x.shape, generator=gen, device=x.device, dtype=torch.float32)
+    # keep log(u) and log(1-u) finite: u is drawn from [0, 1).
+    u = u.clamp_(1e-7, 1.0 - 1e-7)
+    logit = p_logit.float().reshape(())
+    z = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / temperature)
+    keep_prob = torch.sigmoid(-logit)
+    return x * ((1.0 - z) / keep_prob).to(x.dtype)
+
+
+def concrete_dropout_regularizer(
+    p_logit: Tensor,
+    input_dim: int,
+    weight_sq_sum: Tensor | float = 0.0,
+    weight_regularizer: float = 1e-6,
+    dropout_regularizer: float = 1e-5,
+) -> Tensor:
+    r"""The regularisation term of concrete dropout, to add to the loss.
+
+    .. math::
+        R = \lambda_w \frac{\lVert W \rVert^2}{1-p}
+            + \lambda_p\, K \bigl(p\log p + (1-p)\log(1-p)\bigr)
+
+    :math:`\lambda_w` = ``weight_regularizer`` (:math:`l^2/N` for a prior
+    length-scale :math:`l` and :math:`N` training points),
+    :math:`\lambda_p` = ``dropout_regularizer`` (:math:`2/N` in the paper's
+    regression set-up; larger values push ``p`` towards 0.5), :math:`K` =
+    ``input_dim`` the number of dropped features, :math:`\lVert W\rVert^2` =
+    ``weight_sq_sum`` of the layer after the dropout. The second term is minus
+    the entropy of Bernoulli(p): the KL to the approximate posterior.
+    """
+    logit = p_logit.reshape(())
+    p = torch.sigmoid(logit)
+    log_p, log_q = torch.nn.functional.logsigmoid(logit), torch.nn.functional.logsigmoid(-logit)
+    neg_entropy = p * log_p + (1.0 - p) * log_q
+    return weight_regularizer * weight_sq_sum / (1.0 - p) + dropout_regularizer * input_dim * (
+        neg_entropy
+    )

@@ -108,15 +108,29 @@ def test_channel_modules_zero_channels_and_eval_identity(cls, shape):
 @pytest.mark.slow
 def test_torch_compile_fullgraph():
     torch._dynamo.reset()
-    net = nn.Sequential(nn.Linear(16, 16), dk.Dropout(0.5), nn.Linear(16, 4))
+    net = nn.Sequential(nn.Linear(16, 16), dk.Dropout(0.5), nn.Linear(16, 16),
+                        dk.DropPath(0.3), dk.Dropout1d(0.2))
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager")
-    x = torch.randn(8, 16)
+    x = torch.randn(8, 4, 16)
     torch.manual_seed(3)
-    out = compiled(x)
+    out, out2 = compiled(x), compiled(x)
     torch.manual_seed(3)
-    ref = net(x)
-    assert out.shape == (8, 4)
-    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(compiled(x), out)  # torch.manual_seed governs it
+    assert not torch.equal(out, out2)  # a fresh mask per call, not one baked into the graph
     out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
     net.eval()
     torch.testing.assert_close(compiled(x), net(x))
+
+
+@pytest.mark.slow
+def test_torch_compile_inductor_saves_no_mask():
+    torch._dynamo.reset()
+    fn = torch.compile(lambda t: dk.dropout(t, 0.5) * 3, fullgraph=True)
+    x = torch.ones(4096, requires_grad=True)
+    torch.manual_seed(0)
+    y = fn(x)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 6.0))
+    (g,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(g, kept * 6.0)
