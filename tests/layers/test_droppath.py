@@ -26,13 +26,13 @@ def test_residual_block_with_linear_schedule():
     paths = nn.ModuleList(dk.DropPath(r) for r in rates)
     x = torch.randn(64, 197, 8)
     h = x
-    for block, path in zip(blocks, paths):
+    for block, path in zip(blocks, paths, strict=True):
         h = h + path(block(h))
     h.sum().backward()
     assert paths[0].p == 0.0 and paths[-1].p == pytest.approx(0.3)
     paths.eval()
     h_eval = x
-    for block, path in zip(blocks, paths):
+    for block, path in zip(blocks, paths, strict=True):
         assert path(h_eval) is h_eval
         h_eval = h_eval + path(block(h_eval))
 
