@@ -36,9 +36,116 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
-    # Owned by the experiments work: see dropkit/experiments/.
-    p = sub.add_parser("run", help="train networks with and without regularizers")
-    p.set_defaults(handler=lambda args: _not_ready("run"))
+    # Owned by the experiments work: see dropkit/experiments/. The choices come
+    # from the registries, and each experiment adds its own options in a group of
+    # its own (Experiment.add_arguments), so a new experiment needs no edit here.
+    from dropkit.experiments import data, models, registry, regularizers
+
+    def names_list(choices: list[str], what: str):
+        def parse(text: str) -> list[str]:
+            items = [t.strip() for t in text.split(",") if t.strip()]
+            for item in items:
+                if item not in choices:
+                    raise argparse.ArgumentTypeError(
+                        f"unknown {what} {item!r}; choose from: {', '.join(choices)}"
+                    )
+            return items
+
+        return parse
+
+    def floats_list(text: str) -> list[float]:
+        try:
+            return [float(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}") from None
+
+    def seeds(text: str) -> list[int]:
+        try:
+            values = [int(t) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
+        if "," in text:
+            return values
+        if values[0] < 1:
+            raise argparse.ArgumentTypeError(f"expected a number of seeds >= 1, got {text!r}")
+        return list(range(values[0]))
+
+    experiments = registry.all_experiments()
+    p = sub.add_parser(
+        "run",
+        help="train networks with and without regularizers; write results and a report",
+        description="Run an experiment: train networks with and without regularizers over "
+        "several seeds, then write results.json, results.csv, PNG plots and a self-contained "
+        "report.html into --out. Experiments: "
+        + "; ".join(f"{n}: {e.help}" for n, e in experiments.items()),
+    )
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        choices=list(experiments),
+        default=None,
+        help=f"which experiment (default: {registry.DEFAULT_EXPERIMENT})",
+    )
+    p.add_argument(
+        "--dataset", choices=data.names(), default=None, help="data set (default: mnist1d)"
+    )
+    p.add_argument(
+        "--model",
+        "--models",
+        dest="models",
+        type=names_list(models.names(), "model"),
+        nargs="+",
+        default=None,
+        metavar="MODEL",
+        help=f"one or more of {', '.join(models.names())} (space or comma separated; "
+        "default: per experiment)",
+    )
+    p.add_argument(
+        "--regularizers",
+        "--regularizer",
+        dest="regularizers",
+        type=names_list(regularizers.names(), "regularizer"),
+        nargs="+",
+        default=None,
+        metavar="REG",
+        help=f"one or more of {', '.join(regularizers.names())} (default: per experiment)",
+    )
+    p.add_argument(
+        "--p", type=floats_list, nargs="+", default=None, metavar="P",
+        help="drop probability/probabilities (default: per model, see the report)",
+    )
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
+    p.add_argument(
+        "--seeds", type=seeds, default=None, metavar="N|S1,S2,..",
+        help="a number of seeds (3 = seeds 0,1,2) or a comma list of seeds (default: per "
+        "experiment)",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="(default: per model)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per model)")
+    p.add_argument("--weight-decay", type=float, default=None, help="strength of l2 (1e-3)")
+    p.add_argument("--l1", type=float, default=None, help="strength of l1 (1e-5)")
+    p.add_argument(
+        "--max-norm", type=float, default=None, help="max-norm radius for dropout+maxnorm (3.0)"
+    )
+    p.add_argument(
+        "--device", default=None, help="auto (cuda if present, else cpu), cpu or cuda[:N]"
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (min(2, cores))")
+    p.add_argument("--out", default=None, help="output directory (runs/<time>-<experiment>/)")
+    p.add_argument(
+        "--resume", default=None, metavar="DIR",
+        help="finish the interrupted experiment in DIR (its runs already done are kept)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or table")
+    for name, exp in experiments.items():
+        exp.add_arguments(p.add_argument_group(f"options of {name}"))
+
+    def handler(args: argparse.Namespace) -> int:
+        from dropkit.experiments.runner import run_from_args
+
+        return run_from_args(args)
+
+    p.set_defaults(handler=handler)
 
 
 def _not_ready(name: str) -> int:

@@ -1,0 +1,88 @@
+"""``dropkit run``: the experiments that show what dropout-family regularizers do.
+
+Layout (one obvious place for each thing)::
+
+    registry.py     Experiment base class, @register, the list of experiment modules
+    runner.py       options -> config, the run loop, resume, atomic results, report
+    data.py         mnist1d (regenerated offline, cached) and sklearn digits
+    models.py       tutorial-mlp, wide-mlp, cnn1d, resmlp (+ per-model defaults)
+    regularizers.py none, dropout, dropout-classic, l2, l1, dropout+maxnorm, droppath
+    train.py        RunSpec, RunContext, train_run (the shared training loop)
+    results.py      results.json / results.csv, written atomically
+    summary.py      mean +- std over seeds, difference vs seed noise
+    plots.py        curves.png and plotting helpers (matplotlib, Agg backend)
+    report.py       report.html (images embedded) and the terminal table
+    progress.py     rich progress bars
+    compare.py, sweep_p.py, data_size.py, mc_averaging.py   the experiments
+
+How to add an experiment
+------------------------
+1. Create ``src/dropkit/experiments/<name>.py``::
+
+       from dropkit.experiments.registry import Experiment, register
+       from dropkit.experiments.compare import grid_runs   # models x regs x p x seeds
+
+       @register
+       class Convergence(Experiment):
+           name = "convergence"                 # `dropkit run convergence`
+           help = "one line for --help"
+           defaults = {"models": ["wide-mlp"], "regularizers": ["none", "dropout"],
+                       "p": [0.2, 0.5], "seeds": [0, 1], "impl": "dropkit"}
+           plot_name = "convergence.png"
+
+           @classmethod
+           def add_arguments(cls, group):      # experiment-specific options, default=None
+               group.add_argument("--impl", choices=["torch", "dropkit"], default=None)
+
+           def runs(self, config):             # the full, deterministic run list
+               return grid_runs(config, extra={"impl": config["impl"]})
+
+           def run_one(self, spec, data, ctx): # optional: default is train_run(...).record
+               result = train_run(spec, data, ctx, model=..., on_epoch=...)
+               result.record["epochs_to_target"] = ...
+               return result.record
+
+           def plots(self, records, config, out_dir):   # optional; super() = curves.png
+               return super().plots(records, config, out_dir) + [my_plot(...)]
+
+           def reading(self, records, config):          # paragraphs computed from numbers
+               return [...]
+
+2. Add one line, ``"dropkit.experiments.<name>"``, to ``EXPERIMENT_MODULES`` in
+   ``registry.py``.
+
+That is all: the command line lists it (``dropkit run <name> --help``), its
+options appear in their own group, the runner writes results.json/csv after each
+run, ``--resume`` works (runs are identified by ``RunSpec.key``, which includes
+``extra``), and report.html embeds whatever PNGs ``plots`` returns.
+
+Notes for experiment authors:
+
+- ``config`` is a JSON dict: the common options (``runner.COMMON_DEFAULTS``:
+  ``dataset``, ``models``, ``regularizers``, ``p``, ``epochs``, ``seeds``,
+  ``batch_size``, ``lr``, ...), each defaulting to your ``defaults`` entry, plus
+  your own options. ``runner.model_settings(config, model)`` gives a model's
+  epochs, batch size, lr and p list after command-line overrides.
+- A record must carry the schema fields (``results.SCHEMA_FIELDS``) and ``key``
+  (``spec.key``); add any extra per-run fields you like (``epochs_to_target``,
+  ``variant``...). CSV takes every scalar field; nested ones stay in the JSON.
+- ``RunSpec.extra`` (e.g. ``{"variant": "locked"}``) distinguishes runs that share
+  model/regularizer/p/seed, and is copied into the record.
+- Custom networks: pass ``model=`` (a module, or a zero-argument factory called
+  after seeding, so weights depend on the seed) to ``train.train_run``.
+- Build models with ``dropkit`` layers (``import dropkit as dk``); the layers
+  never import from here.
+- Heavy imports (matplotlib, sklearn, mnist1d, rich) stay inside functions so
+  that ``import dropkit`` and ``dropkit --help`` stay light.
+"""
+
+from __future__ import annotations
+
+__all__ = ["run_experiment"]
+
+
+def run_experiment(*args, **kwargs):
+    """See :func:`dropkit.experiments.runner.run_experiment`."""
+    from dropkit.experiments.runner import run_experiment as run
+
+    return run(*args, **kwargs)

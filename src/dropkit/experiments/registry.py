@@ -1,0 +1,147 @@
+"""The experiment registry: name -> :class:`Experiment` subclass.
+
+An experiment says *what* to run (its run list), *how* to run one run (by default
+the shared training loop), and *what to make of it* (summary table, plots, a
+plain-language reading). Everything else -- data, models, the training loop,
+writing results atomically, resuming, progress bars, the HTML report and the
+command line -- is shared and lives in the sibling modules.
+
+Experiment modules register themselves with :func:`register`; the list of
+modules to import lives in :data:`EXPERIMENT_MODULES` so that the registry is
+filled in one place (see the package docstring for the recipe).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dropkit.experiments.data import Dataset
+    from dropkit.experiments.train import RunContext, RunSpec
+
+# One line per experiment module: importing it registers its experiment(s).
+EXPERIMENT_MODULES: tuple[str, ...] = (
+    "dropkit.experiments.compare",
+)
+
+DEFAULT_EXPERIMENT = "compare"
+
+_REGISTRY: dict[str, type[Experiment]] = {}
+_LOADED = False
+
+
+class Experiment:
+    """Base class of every ``dropkit run`` experiment.
+
+    Subclasses set the class attributes and override :meth:`runs`; the other
+    hooks have sensible defaults. The resolved configuration ``config`` is a
+    plain JSON-serialisable dict (it is written to ``results.json`` and read back
+    by ``--resume``): the common options (``dataset``, ``models``,
+    ``regularizers``, ``p``, ``epochs``, ``seeds``, ...) plus the experiment's own
+    options declared in :meth:`add_arguments`.
+    """
+
+    #: the name used on the command line, e.g. ``"sweep-p"``
+    name: ClassVar[str] = ""
+    #: one line for ``dropkit run --help``
+    help: ClassVar[str] = ""
+    #: overrides of the common defaults (see ``runner.COMMON_DEFAULTS``), e.g.
+    #: ``{"models": ["wide-mlp"], "regularizers": ["dropout"], "seeds": [0, 1]}``
+    defaults: ClassVar[dict[str, Any]] = {}
+    #: the experiment-specific plot's file name (besides ``curves.png``)
+    plot_name: ClassVar[str | None] = None
+
+    # ----------------------------------------------------------------- options
+    @classmethod
+    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
+        """Declare experiment-specific command-line options on ``group``.
+
+        Give every option ``default=None`` (the runner then takes the value from
+        :attr:`defaults`, so ``--resume`` and the Python API see the same
+        values) and a ``dest`` that does not clash with another experiment's
+        option unless the two mean the same thing. Options given for another
+        experiment are rejected with a clear error.
+        """
+
+    # --------------------------------------------------------------- the runs
+    def runs(self, config: dict[str, Any]) -> list[RunSpec]:
+        """The full, ordered list of runs. Must be deterministic in ``config``."""
+        raise NotImplementedError
+
+    def run_one(self, spec: RunSpec, data: Dataset, ctx: RunContext) -> dict[str, Any]:
+        """Run one run and return its record (schema fields + extra fields)."""
+        from dropkit.experiments.train import train_run
+
+        return train_run(spec, data, ctx).record
+
+    # ----------------------------------------------------------- the results
+    def table(self, records: Sequence[dict[str, Any]], config: dict[str, Any]) -> list[dict]:
+        """Summary rows (mean +- std over seeds) for the terminal and the report."""
+        from dropkit.experiments.summary import summary_table
+
+        return summary_table(records, by=("dataset", "model", "regularizer", "p"))
+
+    def plots(
+        self, records: Sequence[dict[str, Any]], config: dict[str, Any], out_dir: Path
+    ) -> list[Path]:
+        """Write the experiment's PNGs into ``out_dir``; return their paths.
+
+        The default writes ``curves.png``; subclasses usually call ``super()``
+        and add their own plot.
+        """
+        from dropkit.experiments.plots import plot_curves
+
+        return [plot_curves(records, out_dir / "curves.png")]
+
+    def reading(self, records: Sequence[dict[str, Any]], config: dict[str, Any]) -> list[str]:
+        """A plain-language reading of the result, computed from the numbers.
+
+        One string per paragraph. Never hard-code a conclusion: compare the
+        measured means and say whether a difference exceeds the seed spread.
+        """
+        return []
+
+
+def register(cls: type[Experiment]) -> type[Experiment]:
+    """Class decorator: add an :class:`Experiment` subclass to the registry."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} must set a non-empty `name`")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"an experiment named {cls.name!r} is already registered")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for module in EXPERIMENT_MODULES:
+            importlib.import_module(module)
+
+
+def names() -> list[str]:
+    """Registered experiment names, the default first."""
+    _load()
+    rest = sorted(n for n in _REGISTRY if n != DEFAULT_EXPERIMENT)
+    return ([DEFAULT_EXPERIMENT] if DEFAULT_EXPERIMENT in _REGISTRY else []) + rest
+
+
+def get(name: str) -> type[Experiment]:
+    """The experiment class registered under ``name`` (clear error otherwise)."""
+    _load()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown experiment {name!r}. Choose one of: {', '.join(names())}."
+        ) from None
+
+
+def all_experiments() -> dict[str, type[Experiment]]:
+    _load()
+    return {n: _REGISTRY[n] for n in names()}

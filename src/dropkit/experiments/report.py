@@ -1,0 +1,150 @@
+"""The self-contained report.html (images embedded as base64) and the terminal table."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dropkit.experiments.summary import METRICS, fmt
+
+_TITLES = dict(METRICS) | {"n": "seeds", "p": "p"}
+
+
+def _title(key: str) -> str:
+    return _TITLES.get(key, key.replace("_", " "))
+
+
+def _cell(key: str, value: Any) -> str:
+    if key == "p" and isinstance(value, float):
+        return f"{value:g}"
+    if key == "seconds" and isinstance(value, tuple):
+        return f"{value[0]:.1f} ± {value[1]:.1f}"
+    return fmt(value)
+
+
+def table_strings(table: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Column titles and formatted cells of a summary table."""
+    columns: list[str] = []
+    for row in table:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    return [_title(c) for c in columns], [[_cell(c, row.get(c)) for c in columns] for row in table]
+
+
+def print_table(
+    exp: Any,
+    table: Sequence[dict[str, Any]],
+    reading: Sequence[str],
+    out_dir: Path,
+    console: Any = None,
+) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log file: no reason to wrap at 80 columns
+            console = Console(width=120)
+    # The terminal gets the essentials; report.html has every column.
+    hidden = {"best_test_acc", "test_loss", "n"}
+    hidden |= {k for k in ("dataset",) if len({str(r.get(k)) for r in table}) == 1}
+    table = [{k: v for k, v in r.items() if k not in hidden} for r in table]
+    titles, rows = table_strings(table)
+    t = Table(title=f"dropkit run {exp.name}: mean ± std over seeds")
+    for i, title in enumerate(titles):
+        t.add_column(title, justify="right" if rows and "±" in rows[0][i] else "left")
+    for row in rows:
+        t.add_row(*row)
+    console.print(t)
+    for paragraph in reading:
+        console.print(paragraph, highlight=False)
+        console.print()
+    console.print(f"Report: {Path(out_dir) / 'report.html'}", highlight=False)
+
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+ padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.5em} h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.9em} td,th{border:1px solid #ccc;padding:3px 8px}
+th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
+img{max-width:100%;border:1px solid #eee} pre{background:#f7f7f7;padding:.8em;overflow:auto;
+ font-size:.8em} .reading p{background:#f5f9ff;border-left:4px solid #4a7bd0;padding:.5em .8em}
+"""
+
+
+def _html_table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"num" if i >= 3 else ""}">{html.escape(c)}</td>' for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def render(
+    exp: Any,
+    document: dict[str, Any],
+    table: Sequence[dict[str, Any]],
+    images: Sequence[Path],
+    reading: Sequence[str],
+) -> str:
+    """One HTML page: reading, table, plots, per-model settings, config, environment."""
+    config = document["config"]
+    titles, rows = table_strings(table)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>dropkit run {html.escape(exp.name)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>dropkit run {html.escape(exp.name)}</h1>",
+        f"<p>{html.escape(exp.help)}</p>",
+        f"<p>{len(document['runs'])} runs ({document.get('status', '')}), dataset "
+        f"<b>{html.escape(str(config.get('dataset')))}</b>, seeds {config.get('seeds')}.</p>",
+        "<h2>Reading</h2><div class='reading'>",
+        *(f"<p>{html.escape(p)}</p>" for p in reading),
+        "</div><h2>Results (mean ± std over seeds)</h2>",
+        _html_table(titles, rows),
+        "<p>Accuracies are fractions of the split, measured with the network in eval mode "
+        "after the last epoch; <i>gap</i> = train acc &minus; test acc; <i>best test acc</i> "
+        "is the best epoch's (an optimistic number: it peeks at the test set).</p>",
+        "<h2>Plots</h2>",
+    ]
+    for image in images:
+        data = base64.b64encode(Path(image).read_bytes()).decode("ascii")
+        parts.append(
+            f"<p><b>{html.escape(Path(image).name)}</b><br>"
+            f"<img alt='{html.escape(Path(image).name)}' src='data:image/png;base64,{data}'></p>"
+        )
+    settings = config.get("model_settings") or {}
+    if settings:
+        parts.append("<h2>Per-model settings</h2>")
+        srows = [
+            [
+                m,
+                str(s["epochs"]),
+                str(s["batch_size"]),
+                f"{s['lr']:g}",
+                ", ".join(f"{p:g}" for p in s["p"]),
+                s.get("why", ""),
+            ]
+            for m, s in settings.items()
+        ]
+        parts.append(_html_table(["model", "epochs", "batch", "lr", "p", "why"], srows))
+    shown = {k: v for k, v in config.items() if k != "model_settings"}
+    parts += [
+        "<h2>Configuration</h2>",
+        f"<pre>{html.escape(json.dumps(shown, indent=1))}</pre>",
+        "<h2>Environment</h2>",
+        f"<pre>{html.escape(json.dumps(document.get('environment', {}), indent=1))}</pre>",
+        "<p>Every run, with its per-epoch history, is in results.json; one row per run in "
+        "results.csv.</p></body></html>",
+    ]
+    return "\n".join(parts)

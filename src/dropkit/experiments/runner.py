@@ -1,0 +1,346 @@
+"""Running an experiment: resolve the configuration, run what is not done yet,
+write results after every run, then the plots, the report and the terminal table.
+
+The command line calls :func:`run_from_args`; Python code and tests call
+:func:`run_experiment` with the same options as keyword arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dropkit.experiments import data, models, registry, regularizers, results
+
+#: defaults of the options every experiment shares. ``None`` means "per model"
+#: (see ``models.MODELS[...].defaults``) or "the experiment's default".
+COMMON_DEFAULTS: dict[str, Any] = {
+    "dataset": "mnist1d",
+    "models": ["wide-mlp"],
+    "regularizers": ["none", "dropout"],
+    "p": None,
+    "epochs": None,
+    "seeds": [0, 1, 2],
+    "batch_size": None,
+    "lr": None,
+    "weight_decay": 1e-3,
+    "l1": 1e-5,
+    "max_norm": 3.0,
+    "device": "auto",
+    "threads": None,
+}
+#: options that describe *how* to run, not *what*: ``--resume`` may change them
+RUNTIME_OPTIONS = ("device", "threads")
+
+
+class ConfigError(ValueError):
+    """A bad argument: the message says which one and lists the choices."""
+
+
+# -------------------------------------------------------------- configuration
+def experiment_option_names(exp: type[registry.Experiment]) -> list[str]:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group()
+    exp.add_arguments(group)
+    return [a.dest for a in group._group_actions]
+
+
+def experiment_option_defaults(exp: type[registry.Experiment]) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group()
+    exp.add_arguments(group)
+    return {a.dest: a.default for a in group._group_actions}
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    if isinstance(value, list | tuple):
+        out: list = []
+        for v in value:
+            out.extend(_as_list(v) if isinstance(v, str | list | tuple) else [v])
+        return out
+    return [value]
+
+
+def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Fill in defaults (common < experiment < given) and validate every name and number.
+
+    Raises :class:`ConfigError` with a message that lists the valid choices.
+    Nothing is written before this has passed.
+    """
+    try:
+        exp = registry.get(experiment)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    own = experiment_option_defaults(exp)
+    known = set(COMMON_DEFAULTS) | set(own)
+    unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
+    if unknown:
+        raise ConfigError(
+            f"Option(s) {', '.join('--' + u.replace('_', '-') for u in unknown)} do not apply "
+            f"to experiment {experiment!r}."
+        )
+    config: dict[str, Any] = {"experiment": experiment}
+    for key, default in {**COMMON_DEFAULTS, **own}.items():
+        value = options.get(key)
+        if value is None:
+            value = exp.defaults.get(key, default)
+        config[key] = value
+
+    config["models"] = _as_list(config["models"])
+    config["regularizers"] = _as_list(config["regularizers"])
+    config["seeds"] = [int(s) for s in _as_list(config["seeds"])]
+    if config["p"] is not None:
+        config["p"] = [float(p) for p in _as_list(config["p"])]
+    try:
+        data.check(config["dataset"])
+        for m in config["models"]:
+            models.get(m)
+        for r in config["regularizers"]:
+            regularizers.get(r)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if not config["models"]:
+        raise ConfigError("Give at least one model.")
+    if not config["regularizers"]:
+        raise ConfigError("Give at least one regularizer.")
+    if not config["seeds"]:
+        raise ConfigError("Give at least one seed.")
+    for p in config["p"] or []:
+        if not (0.0 <= p < 1.0) or math.isnan(p):
+            raise ConfigError(f"Invalid value for --p: expected 0 <= p < 1. Received: p={p}")
+    for key in ("epochs", "batch_size"):
+        if config[key] is not None and int(config[key]) < 1:
+            raise ConfigError(f"Invalid value for --{key.replace('_', '-')}: {config[key]}")
+    if config["lr"] is not None and not config["lr"] > 0:
+        raise ConfigError(f"Invalid value for --lr: {config['lr']}")
+    if config["device"] not in ("auto", "cpu") and not str(config["device"]).startswith("cuda"):
+        raise ConfigError(
+            f"Invalid value for --device: expected auto, cpu or cuda[:N]. "
+            f"Received: {config['device']!r}"
+        )
+    for r in config["regularizers"]:
+        if regularizers.get(r).droppath:
+            bad = [m for m in config["models"] if m != "resmlp"]
+            if bad:
+                raise ConfigError(
+                    f"Regularizer 'droppath' needs residual branches; model(s) "
+                    f"{', '.join(bad)} have none. Use --model resmlp."
+                )
+    config["model_settings"] = {m: model_settings(config, m) for m in config["models"]}
+    return config
+
+
+def model_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
+    """The per-model training settings, after command-line overrides."""
+    spec = models.get(model)
+    out = {
+        "epochs": int(config["epochs"] or spec.defaults["epochs"]),
+        "batch_size": int(config["batch_size"] or spec.defaults["batch_size"]),
+        "lr": float(config["lr"] or spec.defaults["lr"]),
+        "p": list(config["p"]) if config["p"] is not None else [spec.defaults["p"]],
+        "why": spec.why,
+    }
+    return out
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine.")
+    return name
+
+
+def default_threads() -> int:
+    # Small networks gain little beyond 2 threads, and a shared machine loses a
+    # lot when threads oversubscribe its cores.
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def default_out_dir(experiment: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{stamp}-{experiment}"
+    out, i = base, 1
+    while out.exists():
+        i += 1
+        out = base.with_name(f"{base.name}-{i}")
+    return out
+
+
+# ------------------------------------------------------------------- running
+def run_experiment(
+    experiment: str | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: str | Path | None = None,
+    quiet: bool = False,
+    console: Any = None,
+    stop_after: int | None = None,
+    **options: Any,
+) -> Path:
+    """Run ``experiment`` (or finish the one in ``resume``); return the output directory.
+
+    ``stop_after`` stops after that many *new* runs, as an interruption would
+    (used by the tests of ``--resume``).
+    """
+    import torch
+
+    from dropkit.experiments.train import RunContext, RunSpec
+
+    if resume is not None:
+        out_dir = Path(resume)
+        try:
+            document = results.read_json(out_dir)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        experiment = document["experiment"]
+        config = dict(document["config"])
+        for key in RUNTIME_OPTIONS:  # how to run may change; what to run may not
+            if options.get(key) is not None:
+                config[key] = options[key]
+        done = {r["key"]: r for r in document["runs"] if "key" in r}
+        try:
+            exp_cls = registry.get(experiment)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    else:
+        experiment = experiment or registry.DEFAULT_EXPERIMENT
+        config = resolve_config(experiment, options)
+        exp_cls = registry.get(experiment)
+        done = {}
+        out_dir = Path(out) if out is not None else default_out_dir(experiment)
+        if (out_dir / results.RESULTS_JSON).exists():
+            raise ConfigError(
+                f"{out_dir} already holds results; finish it with --resume {out_dir} "
+                "or choose another --out."
+            )
+
+    exp = exp_cls()
+    try:
+        specs: list[RunSpec] = exp.runs(config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    keys = [s.key for s in specs]
+    if len(set(keys)) != len(keys):
+        raise RuntimeError(f"experiment {experiment!r} planned two runs with the same key")
+
+    device = resolve_device(str(config["device"]))
+    threads = int(config["threads"] or default_threads())
+    torch.set_num_threads(threads)
+    env = results.environment(device, threads)
+    ctx = RunContext(device=torch.device(device))
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = [done[k] for k in keys if k in done]
+
+    def save(status: str) -> None:
+        ordered = sorted(records, key=lambda r: keys.index(r["key"]))
+        doc = results.results_document(experiment, config, env, ordered, status, len(specs))
+        results.write_json(out_dir, doc)
+        results.write_csv(out_dir, ordered)
+
+    save("complete" if len(records) == len(specs) else "running")
+
+    from dropkit.experiments.progress import Progress
+
+    todo = [s for s in specs if s.key not in done]
+    new = 0
+    if not quiet:
+        print(f"dropkit run {experiment}: {len(todo)} of {len(specs)} runs to do -> {out_dir}")
+    try:
+        with Progress(len(specs), len(records), quiet=quiet, console=console) as bar:
+            for spec in todo:
+                if stop_after is not None and new >= stop_after:
+                    save("interrupted")
+                    return out_dir
+                bar.start_run(spec.key, spec.epochs)
+                ctx.progress = bar.epoch
+                records.append(exp.run_one(spec, ctx.dataset(spec.dataset), ctx))
+                new += 1
+                save("complete" if len(records) == len(specs) else "running")
+                bar.end_run()
+    except KeyboardInterrupt:
+        save("interrupted")
+        print(
+            f"\ndropkit run: interrupted after {len(records)} of {len(specs)} runs; they are "
+            f"saved. Continue with: dropkit run --resume {out_dir}",
+            file=sys.stderr,
+        )
+        raise
+
+    finish(exp, experiment, config, records, out_dir, keys, quiet=quiet, console=console)
+    return out_dir
+
+
+def finish(
+    exp: registry.Experiment,
+    experiment: str,
+    config: dict[str, Any],
+    records: Sequence[dict[str, Any]],
+    out_dir: Path,
+    keys: Sequence[str],
+    *,
+    quiet: bool = False,
+    console: Any = None,
+) -> None:
+    """Plots, report.html and the terminal table, from the finished records."""
+    from dropkit.experiments import report
+
+    ordered = sorted(records, key=lambda r: keys.index(r["key"]))
+    document = results.read_json(out_dir)
+    table = exp.table(ordered, config)
+    images = exp.plots(ordered, config, out_dir)
+    reading = exp.reading(ordered, config)
+    html = report.render(exp, document, table, images, reading)
+    results.write_atomic(out_dir / "report.html", html)
+    if not quiet:
+        report.print_table(exp, table, reading, out_dir, console=console)
+    else:
+        print(out_dir / "report.html")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """The handler of ``dropkit run``: parsed arguments -> :func:`run_experiment`."""
+    options = {
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("command", "handler", "experiment", "out", "resume", "quiet")
+    }
+    try:
+        if args.resume is not None and args.experiment is not None:
+            raise ConfigError("Give either an experiment or --resume DIR, not both.")
+        if args.resume is not None:
+            given = sorted(
+                k for k, v in options.items() if v is not None and k not in RUNTIME_OPTIONS
+            )
+            if given:
+                raise ConfigError(
+                    "--resume continues with the stored configuration; drop "
+                    + ", ".join("--" + g.replace("_", "-") for g in given)
+                    + "."
+                )
+        run_experiment(
+            args.experiment,
+            out=args.out,
+            resume=args.resume,
+            quiet=args.quiet,
+            **options,
+        )
+    except ConfigError as e:
+        print(f"dropkit run: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
