@@ -4,22 +4,41 @@ The public API, re-exported from :mod:`dropkit.functional` (the math) and
 :mod:`dropkit.layers` (the ``nn.Module`` holders).
 """
 
-from dropkit import bn
+from dropkit import bn, mc
 from dropkit.functional import (
+    alpha_dropout,
+    concrete_dropout,
     drop_path,
     drop_path_rates,
+    dropblock2d,
+    dropblock3d,
     dropout,
     dropout1d,
     dropout2d,
     dropout3d,
+    embedding_dropout,
+    gaussian_dropout,
+    locked_dropout,
 )
 from dropkit.layers import (
+    AlphaDropout,
+    ConcreteDropout,
+    DropBlock2d,
+    DropBlock3d,
+    DropConnect,
     Dropout,
     Dropout1d,
     Dropout2d,
     Dropout3d,
     DropPath,
+    EmbeddingDropout,
+    GaussianDropout,
+    LinearScheduler,
+    LockedDropout,
     StochasticDepth,
+    WeightDrop,
+    concrete_regularization,
+    dropblock_schedule,
 )
 
 __version__ = "0.1.0"
@@ -38,4 +57,26 @@ __all__ = [
     "Dropout3d",
     "DropPath",
     "StochasticDepth",
+]
+__all__ += [
+    "mc",
+    "dropblock2d",
+    "dropblock3d",
+    "gaussian_dropout",
+    "alpha_dropout",
+    "locked_dropout",
+    "embedding_dropout",
+    "concrete_dropout",
+    "DropBlock2d",
+    "DropBlock3d",
+    "dropblock_schedule",
+    "LinearScheduler",
+    "GaussianDropout",
+    "AlphaDropout",
+    "LockedDropout",
+    "EmbeddingDropout",
+    "WeightDrop",
+    "DropConnect",
+    "ConcreteDropout",
+    "concrete_regularization",
 ]

@@ -459,10 +459,8 @@ def _dropblock(
     blocks = tuple(min(b, s) for b, s in zip(sizes, spatial, strict=True))
     valid = tuple(s - b + 1 for s, b in zip(spatial, blocks, strict=True))
     gamma = dropblock_gamma(p, blocks, spatial)
-    if seed is None:
-        seed = engine.draw_seed()
     # One independent centre mask per (sample, channel), as the paper found best.
-    centres = ~engine.keep_mask(tuple(xb.shape[:2]) + valid, gamma, seed, device=x.device)
+    centres = ~_keep_mask(tuple(xb.shape[:2]) + valid, gamma, seed, x.device)
     # Grow each centre (the block's first corner) into a block: pad b-1 zeros
     # on both sides and max-pool with a b-wide window, stride 1. Output cell i
     # sees centres i-b+1 .. i, exactly the blocks covering it; the size comes
@@ -587,9 +585,7 @@ def alpha_dropout(
         return _apply_mask(x, keep, 0.0, inplace=False)
     a = ((1.0 - p) * (1.0 + p * SELU_ALPHA_PRIME**2)) ** -0.5
     b = -a * SELU_ALPHA_PRIME * p
-    if seed is None:
-        seed = engine.draw_seed()
-    keep = engine.keep_mask(x.shape, p, seed, device=x.device)
+    keep = _keep_mask(tuple(x.shape), p, seed, x.device)
     dropped_value = torch.tensor(a * SELU_ALPHA_PRIME + b, dtype=x.dtype, device=x.device)
     return torch.where(keep, x * a + b, dropped_value)
 
@@ -630,9 +626,7 @@ def locked_dropout(
     time_dim = 1 if (batch_first and x.ndim == 3) else 0
     mask_shape = list(x.shape)
     mask_shape[time_dim] = 1
-    if seed is None:
-        seed = engine.draw_seed()
-    keep = engine.keep_mask(tuple(mask_shape), p, seed, device=x.device)
+    keep = _keep_mask(tuple(mask_shape), p, seed, x.device)
     return _apply_mask(x, keep, _keep_scale(p, rescale=True), inplace=False)
 
 
@@ -680,9 +674,7 @@ def embedding_dropout(
     )
     if not training or p == 0.0:
         return out
-    if seed is None:
-        seed = engine.draw_seed()
-    keep_rows = engine.keep_mask((weight.shape[0],), p, seed, device=weight.device)
+    keep_rows = _keep_mask((weight.shape[0],), p, seed, weight.device)
     keep = keep_rows[input].unsqueeze(-1)
     return _apply_mask(out, keep, _keep_scale(p, rescale=True), inplace=False)
 

@@ -1,6 +1,24 @@
 """``nn.Module`` holders of dropkit's functionals, one file per family."""
 
+from dropkit.layers.concrete import ConcreteDropout, concrete_regularization
+from dropkit.layers.dropblock import DropBlock2d, DropBlock3d, LinearScheduler, dropblock_schedule
 from dropkit.layers.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
 from dropkit.layers.droppath import DropPath, StochasticDepth
+from dropkit.layers.noise import AlphaDropout, GaussianDropout
+from dropkit.layers.recurrent import DropConnect, EmbeddingDropout, LockedDropout, WeightDrop
 
 __all__ = ["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "DropPath", "StochasticDepth"]
+__all__ += [
+    "DropBlock2d",
+    "DropBlock3d",
+    "LinearScheduler",
+    "dropblock_schedule",
+    "GaussianDropout",
+    "AlphaDropout",
+    "LockedDropout",
+    "EmbeddingDropout",
+    "WeightDrop",
+    "DropConnect",
+    "ConcreteDropout",
+    "concrete_regularization",
+]

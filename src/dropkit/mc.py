@@ -1,0 +1,282 @@
+"""Monte-Carlo dropout: predictive uncertainty from a network trained with dropout.
+
+Keep dropout *on* at test time, run the same input ``samples`` times and average
+the softmax outputs (Gal & Ghahramani, "Dropout as a Bayesian Approximation",
+ICML 2016). The spread of the samples measures the model's uncertainty; the
+mutual information between prediction and weights separates what the model does
+not know (epistemic) from noise in the data (Houlsby et al., 2011, "BALD").
+
+Only dropout-family layers are switched to their stochastic (training) mode:
+BatchNorm keeps using and *not updating* its running statistics, and every
+other module stays in eval mode. The original mode of every submodule is
+restored afterwards, also when the forward pass raises.
+
+    >>> with dropkit.mc.enabled(model):         # drive the sampling yourself
+    ...     outs = [model(x) for _ in range(30)]
+    >>> pred = dropkit.mc.predict(model, x, samples=30)
+    >>> pred.mean, pred.entropy, pred.mutual_information
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dropkit.layers.concrete import ConcreteDropout
+from dropkit.layers.dropblock import DropBlock2d, DropBlock3d
+from dropkit.layers.dropout import _DropoutNd as _DkDropoutNd
+from dropkit.layers.droppath import DropPath
+from dropkit.layers.noise import AlphaDropout, GaussianDropout
+from dropkit.layers.recurrent import EmbeddingDropout, LockedDropout, WeightDrop
+
+__all__ = [
+    "DROPOUT_TYPES",
+    "MCPrediction",
+    "enable",
+    "enabled",
+    "mc_dropout",
+    "is_dropout",
+    "predict",
+]
+
+#: The module types switched to training mode by :func:`enable`: every dropkit
+#: dropout-family layer and torch's ``nn.Dropout``, ``Dropout1d/2d/3d``,
+#: ``AlphaDropout`` and ``FeatureAlphaDropout`` (their common base class).
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.dropout._DropoutNd,
+    _DkDropoutNd,
+    DropPath,
+    DropBlock2d,
+    DropBlock3d,
+    GaussianDropout,
+    AlphaDropout,
+    LockedDropout,
+    EmbeddingDropout,
+    WeightDrop,
+    ConcreteDropout,
+)
+
+_OUTPUTS = ("logits", "probs", "log_probs")
+
+
+def is_dropout(module: nn.Module, extra_types: Sequence[type] = ()) -> bool:
+    """Whether :func:`enable` switches ``module`` to training mode."""
+    return isinstance(module, DROPOUT_TYPES + tuple(extra_types))
+
+
+def enable(model: nn.Module, extra_types: Sequence[type] = ()) -> list[nn.Module]:
+    """Put ``model`` in eval mode, then only its dropout-family layers in training mode.
+
+    Only each dropout layer's *own* flag is set: a :class:`~dropkit.WeightDrop`
+    around an ``nn.LSTM`` drops weights while the LSTM itself stays in eval
+    mode. Returns the switched layers. Does not remember the previous modes:
+    use :func:`enabled` to get them back.
+
+    Args:
+        model: the network.
+        extra_types: further module classes to treat as dropout (your own
+            stochastic layers).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"Invalid type received for argument `model`. Expected an nn.Module. "
+            f"Received: {type(model).__name__}"
+        )
+    model.eval()
+    switched = [m for m in model.modules() if is_dropout(m, extra_types)]
+    for m in switched:
+        m.training = True
+    return switched
+
+
+@contextlib.contextmanager
+def enabled(model: nn.Module, extra_types: Sequence[type] = ()) -> Iterator[nn.Module]:
+    """Context manager: MC dropout inside the block, every module's own mode restored after.
+
+    Examples::
+
+        >>> with dropkit.mc.enabled(model):
+        ...     probs = torch.stack([model(x).softmax(-1) for _ in range(30)])
+    """
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    try:
+        enable(model, extra_types)
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+# The name used in several tutorials.
+mc_dropout = enabled
+
+
+@dataclass
+class MCPrediction:
+    """The summary of ``samples`` stochastic forward passes.
+
+    Attributes:
+        mean: predictive probabilities :math:`\\bar p = \\frac1S\\sum_s p_s`, shape of one output.
+        variance: per-class variance of :math:`p_s` over samples (population, ``1/S``).
+        entropy: predictive entropy :math:`H[\\bar p] = -\\sum_c \\bar p_c \\log \\bar p_c`
+            (total uncertainty, nats), the class dim reduced.
+        expected_entropy: :math:`\\frac1S\\sum_s H[p_s]` (aleatoric part).
+        mutual_information: ``entropy - expected_entropy`` (BALD; epistemic part), >= 0.
+        samples: the stacked :math:`p_s`, shape ``(S, *output)``, only with
+            ``return_samples=True``; otherwise ``None`` (memory stays O(output)).
+    """
+
+    mean: Tensor
+    variance: Tensor
+    entropy: Tensor
+    expected_entropy: Tensor
+    mutual_information: Tensor
+    samples: Tensor | None = None
+
+
+def _shares_mask_across_batch(m: nn.Module) -> bool:
+    # These draw one mask for the whole batch, so stacked copies of the input
+    # would all see the same mask: the samples would not be independent.
+    return isinstance(m, WeightDrop | EmbeddingDropout) or (
+        isinstance(m, DropPath) and m.mode == "batch"
+    )
+
+
+def _to_probs(out: Tensor, output: str, class_dim: int) -> Tensor:
+    out = out.double()
+    if output == "logits":
+        return out.softmax(class_dim)
+    if output == "log_probs":
+        return out.exp()
+    return out
+
+
+def _check_positive_int(value, name: str, allow_none: bool = False) -> int | None:
+    if allow_none and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected a positive int"
+            f"{' or None' if allow_none else ''}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    x: Tensor,
+    samples: int = 30,
+    batch_size: int | None = None,
+    *,
+    output: str = "logits",
+    class_dim: int = 1,
+    return_samples: bool = False,
+    extra_types: Sequence[type] = (),
+) -> MCPrediction:
+    r"""Monte-Carlo dropout prediction: ``samples`` stochastic passes of ``x``, summarised.
+
+    .. math::
+        \bar p = \frac1S \sum_s p_s,\quad
+        H[\bar p] = -\sum_c \bar p_c \log \bar p_c,\quad
+        I = H[\bar p] - \frac1S \sum_s H[p_s]
+
+    Dropout-family layers run in training mode, everything else (BatchNorm
+    included) in eval mode; every module's mode is restored afterwards, also
+    on an exception. Runs under ``torch.no_grad()``.
+
+    Args:
+        model: a classifier; its output has classes on ``class_dim``.
+        x: the input batch, batch on dim 0.
+        samples: the number :math:`S` of stochastic passes. Default: 30.
+        batch_size: the most input rows per forward pass. ``None`` (default):
+            one pass of ``x`` per sample, the same draws as a manual loop. With
+            ``batch_size >= 2 * len(x)``, ``batch_size // len(x)`` copies of
+            ``x`` run as one enlarged batch (faster where memory allows; each
+            row gets its own masks); with ``batch_size < len(x)``, ``x`` is
+            split into chunks. Models with layers that share one mask across
+            the batch (``WeightDrop``, ``EmbeddingDropout``,
+            ``DropPath(mode="batch")``) cannot be enlarged and raise.
+        output: what the model returns: ``"logits"`` (softmax applied),
+            ``"probs"`` or ``"log_probs"``.
+        class_dim: the class dimension of the output. Default: 1.
+        return_samples: also return the stacked per-sample probabilities.
+        extra_types: further module classes to treat as dropout.
+
+    Returns:
+        :class:`MCPrediction` (float32, on the output's device).
+
+    Reference: Gal & Ghahramani, "Dropout as a Bayesian Approximation:
+    Representing Model Uncertainty in Deep Learning", ICML 2016; Houlsby et
+    al., "Bayesian Active Learning for Classification and Preference
+    Learning", 2011 (BALD).
+    """
+    samples = _check_positive_int(samples, "samples")
+    batch_size = _check_positive_int(batch_size, "batch_size", allow_none=True)
+    if output not in _OUTPUTS:
+        raise ValueError(
+            f"Invalid value received for argument `output`. Expected one of {_OUTPUTS}. "
+            f"Received: output={output!r}"
+        )
+    if not isinstance(x, Tensor) or x.ndim == 0:
+        raise TypeError("predict() expects `x` as a tensor with the batch on dim 0")
+    n = x.shape[0]
+    copies = 1 if batch_size is None else max(1, min(samples, batch_size // max(n, 1)))
+    chunk = n if batch_size is None or batch_size >= n else batch_size
+    if copies > 1:
+        shared = [type(m).__name__ for m in model.modules() if _shares_mask_across_batch(m)]
+        if shared:
+            raise ValueError(
+                f"Invalid value received for argument `batch_size`: {batch_size} would run "
+                f"{copies} copies of x in one batch, but {', '.join(sorted(set(shared)))} "
+                "draws one mask for the whole batch, so the copies would not be independent "
+                "samples. Use batch_size=None or batch_size <= len(x)."
+            )
+
+    sum_p = sum_p2 = sum_h = None
+    kept: list[Tensor] = []
+
+    def add(probs: Tensor) -> None:  # probs: (k, *output), float64
+        nonlocal sum_p, sum_p2, sum_h
+        dim = class_dim if class_dim < 0 else class_dim + 1
+        h = -torch.special.xlogy(probs, probs).sum(dim)
+        sp, sp2, sh = probs.sum(0), probs.pow(2).sum(0), h.sum(0)
+        sum_p = sp if sum_p is None else sum_p + sp
+        sum_p2 = sp2 if sum_p2 is None else sum_p2 + sp2
+        sum_h = sh if sum_h is None else sum_h + sh
+        if return_samples:
+            kept.append(probs.float())
+
+    with enabled(model, extra_types):
+        done = 0
+        while done < samples:
+            k = min(copies, samples - done)
+            if k > 1:
+                out = model(torch.cat([x] * k, dim=0))
+                probs = _to_probs(out, output, class_dim)
+                add(probs.reshape((k, n) + tuple(probs.shape[1:])))
+            else:
+                parts = [model(x[i : i + chunk]) for i in range(0, n, chunk)]
+                out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+                add(_to_probs(out, output, class_dim).unsqueeze(0))
+            done += k
+
+    mean = sum_p / samples
+    variance = (sum_p2 / samples - mean.pow(2)).clamp_(min=0.0)
+    entropy = -torch.special.xlogy(mean, mean).sum(class_dim)
+    expected_entropy = sum_h / samples
+    mutual_information = (entropy - expected_entropy).clamp_(min=0.0)
+    return MCPrediction(
+        mean=mean.float(),
+        variance=variance.float(),
+        entropy=entropy.float(),
+        expected_entropy=expected_entropy.float(),
+        mutual_information=mutual_information.float(),
+        samples=torch.cat(kept, dim=0) if return_samples else None,
+    )
+
