@@ -272,3 +272,15 @@ def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     if numel:
         _keep_mask(out, np.int32(t), np.uint64(seed), np.uint64(offset))
     return torch.from_numpy(out).view(torch.bool)
+
+
+@_jit
+def _philox_block_words(first_counter, count, seed, words):
+    _philox_words(first_counter, count, seed & _LOW32, seed >> _SHIFT32, words)
+
+
+def philox_words(first_counter: int, count: int, seed: int) -> np.ndarray:
+    """The Numba generator alone: words of counters ``(lo32(c), hi32(c), 0, 0)``, for tests."""
+    words = np.empty(4 * count, dtype=np.uint32)
+    _philox_block_words(np.uint64(first_counter), count, np.uint64(seed), words)
+    return words.reshape(count, 4)

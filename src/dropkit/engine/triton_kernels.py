@@ -1,0 +1,89 @@
+"""The mask scheme as a Triton kernel, for CUDA tensors.
+
+Each program handles ``BLOCK_COUNTERS`` Philox counters, i.e. ``8 *
+BLOCK_COUNTERS`` consecutive elements.  ``tl.randint4x(seed, counter)`` is
+Philox4x32-10 with counter words ``(lo32(counter), hi32(counter), 0, 0)`` and
+key ``(lo32(seed), hi32(seed))``, exactly the spec's generator, so the only
+work here is slicing the four words into eight 16-bit lanes.
+
+Tested against the pure-torch reference with ``TRITON_INTERPRET=1`` on CPU
+tensors (tests/engine/test_triton.py); on a GPU the same test runs natively.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK_COUNTERS = 256
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+@triton.jit
+def _lanes(seed, offset, pid, BLOCK_COUNTERS: tl.constexpr):
+    """Element indices (int64, [BLOCK_COUNTERS, 8]) and their 16-bit lanes (int32)."""
+    group = pid.to(tl.int64) * BLOCK_COUNTERS + tl.arange(0, BLOCK_COUNTERS).to(tl.int64)
+    counter = offset.to(tl.uint64) + group.to(tl.uint64)  # 64-bit: never wraps (checked on host)
+    w0, w1, w2, w3 = tl.randint4x(seed, counter)
+    lane = tl.arange(0, 8)[None, :]
+    # lane j is half (j % 2) of word j // 2, low half first
+    word = tl.where(lane < 2, w0[:, None],
+                    tl.where(lane < 4, w1[:, None], tl.where(lane < 6, w2[:, None], w3[:, None])))
+    u = (word >> ((lane % 2) * 16).to(tl.uint32)) & 0xFFFF
+    index = group[:, None] * 8 + lane
+    return index, u.to(tl.int32)
+
+
+@triton.jit
+def _dropout_kernel(x_ptr, out_ptr, scale_ptr, n, threshold, seed, offset,
+                    BLOCK_COUNTERS: tl.constexpr):
+    index, u = _lanes(seed, offset, tl.program_id(0), BLOCK_COUNTERS)
+    inside = index < n
+    x = tl.load(x_ptr + index, mask=inside)
+    # float64 is multiplied in float64, the other types in float32 (docs/mask-spec.md)
+    scale = tl.load(scale_ptr)
+    if x.dtype == tl.float64:
+        scaled = x * scale
+    else:
+        product = x.to(tl.float32) * scale.to(tl.float32)
+        if x.dtype == tl.bfloat16:
+            # Round to nearest even on the bits, as the CPU kernel does: the
+            # interpreter's own float32 -> bfloat16 cast truncates.
+            bits = product.to(tl.uint32, bitcast=True)
+            rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+            rounded = tl.where(product != product, 0x7FC0, rounded)  # NaN
+            scaled = rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        else:
+            scaled = product.to(x.dtype)
+    y = tl.where(u >= threshold, scaled, tl.zeros_like(scaled))
+    tl.store(out_ptr + index, y, mask=inside)
+
+
+@triton.jit
+def _keep_mask_kernel(out_ptr, n, threshold, seed, offset, BLOCK_COUNTERS: tl.constexpr):
+    index, u = _lanes(seed, offset, tl.program_id(0), BLOCK_COUNTERS)
+    tl.store(out_ptr + index, (u >= threshold).to(tl.int8), mask=index < n)
+
+
+def supports(x: torch.Tensor) -> bool:
+    return x.dtype in _DTYPES
+
+
+def _grid(numel: int) -> tuple[int]:
+    return (triton.cdiv(triton.cdiv(numel, 8), BLOCK_COUNTERS),)
+
+
+def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed: int,
+                 offset: int) -> None:
+    """``out = where(keep, x * scale, 0)``; x and out contiguous on one device (may alias)."""
+    scale_t = torch.tensor([scale], dtype=torch.float64, device=x.device)
+    _dropout_kernel[_grid(x.numel())](x, out, scale_t, x.numel(), t, seed, offset,
+                                      BLOCK_COUNTERS=BLOCK_COUNTERS)
+
+
+def keep_mask(numel: int, t: int, seed: int, offset: int, device) -> torch.Tensor:
+    """Flat bool tensor of ``numel`` elements on ``device``, True where kept."""
+    out = torch.empty(numel, dtype=torch.int8, device=device)
+    _keep_mask_kernel[_grid(numel)](out, numel, t, seed, offset, BLOCK_COUNTERS=BLOCK_COUNTERS)
+    return out.view(torch.bool)
