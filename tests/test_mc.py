@@ -1,0 +1,200 @@
+"""Monte-Carlo dropout: dk.mc.enable / enabled / predict."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import dropkit as dk
+
+
+def _model(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Linear(10, 32),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Dropout(0.3),  # torch's own
+        nn.Linear(32, 32),
+        dk.Dropout(0.2),
+        nn.SELU(),
+        nn.AlphaDropout(0.1),
+        dk.GaussianDropout(0.1),
+        nn.Linear(32, 5),
+    )
+    # non-trivial running statistics, as after training
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(64, 10) * 2 + 1)
+    return model
+
+
+def _bn_state(model):
+    bn = model[1]
+    return (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
+
+
+def test_enable_switches_only_dropout_layers():
+    model = _model()
+    switched = dk.mc.enable(model)
+    assert {type(m) for m in switched} == {
+        nn.Dropout, dk.Dropout, nn.AlphaDropout, dk.GaussianDropout
+    }
+    for m in model.modules():
+        assert m.training == isinstance(m, tuple({type(s) for s in switched}))
+    assert not model[1].training  # BatchNorm stays in eval mode
+
+
+def test_predict_leaves_batchnorm_untouched_and_in_eval():
+    model = _model()
+    before = _bn_state(model)
+    seen = []
+    model[1].register_forward_hook(lambda m, i, o: seen.append(m.training))
+    dk.mc.predict(model, torch.randn(16, 10), samples=5)
+    assert seen == [False] * 5
+    for a, b in zip(before, _bn_state(model), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_modes_restored_mixed_and_after_exception():
+    model = _model()
+    model.train()
+    model[3].eval()  # a mixed state: must come back exactly
+    model[5].eval()
+    modes = [m.training for m in model.modules()]
+    dk.mc.predict(model, torch.randn(4, 10), samples=2)
+    assert [m.training for m in model.modules()] == modes
+
+    class Boom(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    bad = nn.Sequential(model, Boom())
+    modes = [m.training for m in bad.modules()]
+    with pytest.raises(RuntimeError, match="boom"):
+        dk.mc.predict(bad, torch.randn(4, 10), samples=3)
+    assert [m.training for m in bad.modules()] == modes
+    with pytest.raises(RuntimeError, match="boom"), dk.mc.enabled(bad):
+        assert not model[1].training and model[3].training
+        bad(torch.randn(4, 10))
+    assert [m.training for m in bad.modules()] == modes
+    assert dk.mc.mc_dropout is dk.mc.enabled
+
+
+def test_predict_equals_manual_loop_with_same_seed():
+    model = _model()
+    x = torch.randn(20, 10)
+    torch.manual_seed(123)
+    pred = dk.mc.predict(model, x, samples=12, return_samples=True)
+    torch.manual_seed(123)
+    with torch.no_grad(), dk.mc.enabled(model):
+        probs = torch.stack([model(x).softmax(1) for _ in range(12)])
+    assert torch.allclose(pred.samples, probs, atol=1e-6)
+    mean = probs.mean(0)
+    assert torch.allclose(pred.mean, mean, atol=1e-6)
+    assert torch.allclose(pred.variance, probs.var(0, unbiased=False), atol=1e-6)
+    entropy = -(mean * mean.log()).sum(1)
+    expected_entropy = -(probs * probs.log()).sum(2).mean(0)
+    assert torch.allclose(pred.entropy, entropy, atol=1e-5)
+    assert torch.allclose(pred.expected_entropy, expected_entropy, atol=1e-5)
+    assert torch.allclose(pred.mutual_information, entropy - expected_entropy, atol=1e-5)
+    assert (pred.mutual_information > 0).all()  # the samples really differ
+    assert (pred.entropy <= math.log(5) + 1e-6).all()
+    assert torch.allclose(pred.mean.sum(1), torch.ones(20))
+
+
+def test_deterministic_model_has_zero_epistemic_uncertainty():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 5))
+    x = torch.randn(8, 10)
+    pred = dk.mc.predict(model, x, samples=4)
+    assert torch.allclose(pred.mean, model(x).softmax(1), atol=1e-6)
+    assert torch.allclose(pred.variance, torch.zeros(8, 5), atol=1e-7)
+    assert torch.allclose(pred.mutual_information, torch.zeros(8), atol=1e-6)
+    assert pred.samples is None
+
+
+def test_enlarged_batch_and_chunks():
+    model = _model()
+    x = torch.randn(10, 10)
+    calls = []
+    model[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    pred = dk.mc.predict(model, x, samples=30, batch_size=300, return_samples=True)
+    assert calls == [300]  # one enlarged batch
+    assert pred.samples.shape == (30, 10, 5)
+    # every copy got its own masks
+    assert not torch.allclose(pred.samples[0], pred.samples[1])
+    calls.clear()
+    dk.mc.predict(model, x, samples=7, batch_size=30)
+    assert calls == [30, 30, 10]  # 3 copies per pass
+    calls.clear()
+    dk.mc.predict(model, x, samples=2, batch_size=4)
+    assert calls == [4, 4, 2, 4, 4, 2]  # x split into chunks
+    # all three ways agree on a model without dropout
+    det = nn.Sequential(nn.Linear(10, 5))
+    a = dk.mc.predict(det, x, samples=3).mean
+    b = dk.mc.predict(det, x, samples=3, batch_size=30).mean
+    c = dk.mc.predict(det, x, samples=3, batch_size=3).mean
+    assert torch.allclose(a, b, atol=1e-6) and torch.allclose(a, c, atol=1e-6)
+
+
+def test_enlarged_batch_statistically_matches_loop():
+    # Mean predictive probabilities of 400 samples each: the two estimates of
+    # the same expectation differ by at most 5 * sqrt(2 var / S) per entry.
+    model = _model()
+    x = torch.randn(3, 10)
+    torch.manual_seed(0)
+    loop = dk.mc.predict(model, x, samples=400)
+    big = dk.mc.predict(model, x, samples=400, batch_size=1200)
+    bound = 5 * torch.sqrt(2 * loop.variance / 400) + 1e-6
+    assert ((loop.mean - big.mean).abs() <= bound).all()
+
+
+def test_shared_mask_layers_refuse_enlarged_batch():
+    model = nn.Sequential(dk.WeightDrop(nn.Linear(10, 5), p=0.5))
+    with pytest.raises(ValueError, match="WeightDrop"):
+        dk.mc.predict(model, torch.randn(4, 10), samples=4, batch_size=16)
+    pred = dk.mc.predict(model, torch.randn(4, 10), samples=4)  # the loop is fine
+    assert (pred.mutual_information > 0).all()
+    # WeightDrop itself is stochastic; the module it wraps stays in eval mode
+    seen = []
+    model[0].module.register_forward_pre_hook(lambda m, i: seen.append(m.training))
+    dk.mc.predict(model, torch.randn(4, 10), samples=2)
+    assert seen == [False, False]
+
+
+def test_outputs_and_dropkit_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(10, 16), dk.ConcreteDropout(0.3), nn.Linear(16, 4), nn.LogSoftmax(1)
+    ).eval()
+    x = torch.randn(6, 10)
+    torch.manual_seed(1)
+    a = dk.mc.predict(model, x, samples=5, output="log_probs")
+    assert torch.allclose(a.mean.sum(1), torch.ones(6), atol=1e-5)
+    assert (a.mutual_information > 0).all()
+    assert all(not m.training for m in model.modules())
+
+    class Noisy(nn.Module):  # a user's own stochastic layer
+        def forward(self, x):
+            return x + torch.randn_like(x) if self.training else x
+
+    custom = nn.Sequential(nn.Linear(10, 4), Noisy())
+    assert (dk.mc.predict(custom, x, 3).mutual_information == 0).all()
+    assert (dk.mc.predict(custom, x, 3, extra_types=(Noisy,)).mutual_information > 0).all()
+
+
+def test_bad_arguments():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match="samples=0"):
+        dk.mc.predict(model, torch.randn(2, 3), samples=0)
+    with pytest.raises(ValueError, match="batch_size=0"):
+        dk.mc.predict(model, torch.randn(2, 3), batch_size=0)
+    with pytest.raises(ValueError, match="output='softmax'"):
+        dk.mc.predict(model, torch.randn(2, 3), output="softmax")
+    with pytest.raises(TypeError, match="Received: str"):
+        dk.mc.enable("model")
