@@ -31,8 +31,38 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     # Owned by the mask-engine work: see dropkit/bench.py.
-    p = sub.add_parser("bench", help="speed and memory of dropkit's dropout against torch's")
-    p.set_defaults(handler=lambda args: _not_ready("bench"))
+    p = sub.add_parser(
+        "bench",
+        help="speed and memory of dropkit's dropout against torch's",
+        description="Time forward, backward and forward+backward of dropkit's dropout, "
+        "torch.nn.functional.dropout and the memory-bound torch.mul(x, s, out=y), side by "
+        "side in one run, and measure the bytes kept for backward per element. Prints a "
+        "table and writes JSON.",
+    )
+    p.add_argument("--sizes", default="1M,16M",
+                   help="comma-separated element counts, K/M suffixes allowed (default 1M,16M)")
+    p.add_argument("--dtypes", default="float32,bfloat16",
+                   help="comma-separated dtypes (default float32,bfloat16)")
+    p.add_argument("--p", type=float, default=0.5, help="drop probability (default 0.5)")
+    p.add_argument("--repeat", type=int, default=15,
+                   help="timed repetitions per measurement; medians are reported (default 15)")
+    p.add_argument("--out", default="benchmarks/results/dropout.json",
+                   help="JSON output path; '' to skip (default benchmarks/results/dropout.json)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    def run_bench(args: argparse.Namespace) -> int:
+        from dropkit import bench
+
+        return bench.main(
+            sizes=[bench.parse_size(s) for s in args.sizes.split(",") if s.strip()],
+            dtypes=[d.strip() for d in args.dtypes.split(",") if d.strip()],
+            p=args.p,
+            repeat=args.repeat,
+            out=args.out or None,
+            quiet=args.quiet,
+        )
+
+    p.set_defaults(handler=run_bench)
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,276 @@
+"""``dropkit bench``: speed and memory of dropkit's dropout, side by side with torch's.
+
+For each dtype and size it times, in the same run and interleaved repetition
+by repetition (this machine is shared and noisy, so only ratios measured side
+by side mean anything):
+
+- ``dropkit``: ``dropkit.functional.dropout(x, p)`` (the Philox engine);
+- ``torch``: ``torch.nn.functional.dropout(x, p)``;
+- ``mul``: ``torch.mul(x, s, out=y)``, the memory-bound reference (one read,
+  one write, nothing random, no allocation);
+
+for the forward pass, the backward pass alone (``torch.autograd.grad`` on a
+graph kept with ``retain_graph``) and forward + backward.  The reference for
+the backward is one multiply, for forward + backward two.  Ratios are the
+median over repetitions of the per-repetition ratio.  It also measures the
+bytes autograd keeps for backward per input element, with
+``torch.autograd.graph.saved_tensors_hooks``.
+
+Results are printed and written as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+DEFAULT_SIZES = (1 << 20, 16 << 20)
+DEFAULT_DTYPES = ("float32", "bfloat16")
+CONTENDERS = ("dropkit", "torch", "mul")
+PHASES = ("forward", "backward", "forward+backward")
+
+# The issue's targets, checked at 16M float32.
+TARGET_SIZE = 16 << 20
+TARGETS = {
+    "forward speed-up over torch": 12.0,
+    "forward+backward speed-up over torch": 8.0,
+    "forward time / multiply time at most": 4.0,
+    "bytes saved per element at most": 0.0,
+}
+
+
+def parse_size(text: str) -> int:
+    """'16M' -> 16 * 2**20, '512K' -> 512 * 2**10, '1000' -> 1000."""
+    text = text.strip().upper()
+    factor = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text[:-1] if factor > 1 else text) * factor)
+
+
+def format_size(n: int) -> str:
+    for unit, factor in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= factor and n % factor == 0:
+            return f"{n // factor}{unit}"
+    return str(n)
+
+
+def saved_bytes_per_element(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> float:
+    """Bytes of the distinct storages autograd packs for backward while ``fn(x)`` runs."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    leaf = x.detach().requires_grad_()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(leaf)
+    # The input itself is not "saved for backward" by dropout; count it if a function keeps it.
+    return sum(storages.values()) / x.numel()
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
+                     out: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The three timed callables of one contender."""
+    scale = 1.0 / (1.0 - p)
+    if name == "mul":
+        def once():
+            return torch.mul(x, scale, out=out)
+
+        def twice():
+            torch.mul(x, scale, out=out)
+            return torch.mul(grad, scale, out=out)
+
+        return {"forward": once, "backward": once, "forward+backward": twice}
+
+    if name == "dropkit":
+        from dropkit.functional import dropout as fn
+    else:
+        fn = torch.nn.functional.dropout
+    leaf = x.detach().requires_grad_()
+    kept = {}
+
+    def forward():
+        with torch.no_grad():
+            return fn(x, p, training=True)
+
+    def backward():
+        if "y" not in kept:  # one graph, kept alive across repetitions
+            kept["y"] = fn(leaf, p, training=True)
+        return torch.autograd.grad(kept["y"], leaf, grad, retain_graph=True)
+
+    def forward_backward():
+        y = fn(leaf, p, training=True)
+        return torch.autograd.grad(y, leaf, grad)
+
+    return {"forward": forward, "backward": backward, "forward+backward": forward_backward}
+
+
+def _progress(total: int, quiet: bool):
+    """A rich progress bar when rich is installed and output is wanted, else a no-op."""
+    if quiet:
+        return nullcontext(None)
+    try:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    except ImportError:  # rich comes with the [experiments] extra
+        return nullcontext(None)
+    return Progress(TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                    transient=True)
+
+
+def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int = 15,
+        quiet: bool = False) -> dict:
+    """Measure everything; returns the JSON-ready result."""
+    import numba
+
+    from dropkit import engine
+
+    rows = []
+    steps = len(sizes) * len(dtypes) * repeat
+    with _progress(steps, quiet) as progress:
+        task = progress.add_task("benchmark", total=steps) if progress else None
+        for dtype_name in dtypes:
+            dtype = getattr(torch, dtype_name)
+            for n in sizes:
+                gen = torch.Generator().manual_seed(0)
+                x = torch.randn(n, generator=gen).to(dtype)
+                grad = torch.randn(n, generator=gen).to(dtype)
+                out = torch.empty_like(x)
+                label = f"{dtype_name} {format_size(n)}"
+                if progress:
+                    progress.update(task, description=f"{label}: warm-up (Numba compile or cache)")
+                start = time.perf_counter()
+                engine.dropout(x, p, 2.0, seed=1)
+                first_call_s = time.perf_counter() - start
+                funcs = {name: _phase_functions(name, x, grad, p, out) for name in CONTENDERS}
+                for name in CONTENDERS:  # warm every path once, untimed
+                    for phase in PHASES:
+                        funcs[name][phase]()
+                times = {(name, phase): [] for name in CONTENDERS for phase in PHASES}
+                for r in range(repeat):
+                    if progress:
+                        progress.update(task, description=f"{label}: repetition {r + 1}")
+                    order = CONTENDERS[r % 3:] + CONTENDERS[:r % 3]  # rotate who goes first
+                    for phase in PHASES:
+                        for name in order:
+                            times[(name, phase)].append(_timed(funcs[name][phase]))
+                    if progress:
+                        progress.advance(task)
+                del funcs
+                row = {"dtype": dtype_name, "numel": n, "p": p, "repeat": repeat,
+                       "dropkit_first_call_s": first_call_s, "phases": {}}
+                for phase in PHASES:
+                    dk, tt, mul = (times[(name, phase)] for name in CONTENDERS)
+
+                    def ratio(a, b):
+                        return statistics.median(u / v for u, v in zip(a, b, strict=True))
+
+                    row["phases"][phase] = {
+                        "median_ms": {name: 1e3 * statistics.median(times[(name, phase)])
+                                      for name in CONTENDERS},
+                        "speedup_over_torch": ratio(tt, dk),
+                        "dropkit_over_mul": ratio(dk, mul),
+                        "torch_over_mul": ratio(tt, mul),
+                    }
+                from dropkit.functional import dropout as dk_dropout
+
+                row["saved_bytes_per_element"] = {
+                    "dropkit": saved_bytes_per_element(lambda t: dk_dropout(t, p), x),
+                    "torch": saved_bytes_per_element(
+                        lambda t: torch.nn.functional.dropout(t, p), x),
+                }
+                rows.append(row)
+    return {
+        "benchmark": "dropout forward/backward, dropkit vs torch vs torch.mul(x, s, out=y)",
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "numba_threads": numba.get_num_threads(),
+            "torch": torch.__version__,
+            "numba": numba.__version__,
+        },
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "rows": rows,
+        "targets": check_targets(rows),
+    }
+
+
+def check_targets(rows: list[dict]) -> dict:
+    """The issue's targets at 16M float32, with what was reached."""
+    row = next((r for r in rows if r["dtype"] == "float32" and r["numel"] == TARGET_SIZE), None)
+    if row is None:
+        return {}
+    reached = {
+        "forward speed-up over torch": row["phases"]["forward"]["speedup_over_torch"],
+        "forward+backward speed-up over torch":
+            row["phases"]["forward+backward"]["speedup_over_torch"],
+        "forward time / multiply time at most": row["phases"]["forward"]["dropkit_over_mul"],
+        "bytes saved per element at most": row["saved_bytes_per_element"]["dropkit"],
+    }
+    result = {}
+    for name, target in TARGETS.items():
+        value = reached[name]
+        met = value <= target if "at most" in name else value >= target
+        result[name] = {"target": target, "reached": value, "met": met}
+    return result
+
+
+def render(result: dict) -> str:
+    """A plain-text table of the result."""
+    lines = []
+    m = result["machine"]
+    lines.append(f"{m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} "
+                 f"({m['torch_threads']} threads), numba {m['numba']} "
+                 f"({m['numba_threads']} threads)")
+    header = (f"{'dtype':9} {'size':>5} {'phase':17} {'dropkit ms':>10} {'torch ms':>9} "
+              f"{'mul ms':>7} {'vs torch':>9} {'vs mul':>7}")
+    lines.append(header)
+    lines.append("-" * len(header))
+    for row in result["rows"]:
+        for phase, ph in row["phases"].items():
+            ms = ph["median_ms"]
+            lines.append(f"{row['dtype']:9} {format_size(row['numel']):>5} {phase:17} "
+                         f"{ms['dropkit']:10.2f} {ms['torch']:9.2f} {ms['mul']:7.2f} "
+                         f"{ph['speedup_over_torch']:8.1f}x {ph['dropkit_over_mul']:6.2f}x")
+        saved = row["saved_bytes_per_element"]
+        lines.append(f"{'':9} {'':5} bytes saved for backward per element: dropkit "
+                     f"{saved['dropkit']:g}, torch {saved['torch']:g}; dropkit first call "
+                     f"{row['dropkit_first_call_s']:.2f} s")
+    lines.append("'vs torch' = torch time / dropkit time; 'vs mul' = dropkit time / multiply "
+                 "time; medians of per-repetition ratios.")
+    if result["targets"]:
+        lines.append("Targets at 16M float32:")
+        for name, t in result["targets"].items():
+            lines.append(f"  {'met ' if t['met'] else 'MISSED'} {name} {t['target']:g}: "
+                         f"reached {t['reached']:.2f}")
+    return "\n".join(lines)
+
+
+def main(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int = 15,
+         out: str | os.PathLike | None = "benchmarks/results/dropout.json",
+         quiet: bool = False) -> int:
+    result = run(sizes=sizes, dtypes=dtypes, p=p, repeat=repeat, quiet=quiet)
+    print(render(result))
+    if out:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 0
