@@ -3,6 +3,7 @@
 import math
 
 import numba
+import numpy as np
 import pytest
 import torch
 
@@ -166,3 +167,20 @@ def test_draw_seed_is_governed_by_manual_seed():
     assert all(0 <= s < 2**63 for s in a)
     g = torch.Generator().manual_seed(5)
     assert engine.draw_seed(g) == engine.draw_seed(torch.Generator().manual_seed(5))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_serial_and_parallel_cpu_kernels_agree(dtype):
+    from dropkit.engine import cpu_kernels
+
+    x = _input(3 * cpu_kernels.BLOCK_ELEMENTS + 5, dtype)
+    serial, parallel, scale_type = cpu_kernels._DROPOUT_KERNELS[dtype]
+    results = []
+    for kernel in (serial, parallel):
+        out = torch.empty_like(x)
+        kernel(cpu_kernels._flat_numpy(x), cpu_kernels._flat_numpy(out), np.int32(30000),
+               scale_type(1.25), np.uint64(2**64 - 3), np.uint64(2**32 - 1))
+        results.append(out)
+    assert_same_bits(results[0], results[1])
+    assert_same_bits(results[0], reference.dropout_reference(x, 30000 / 65536, 1.25,
+                                                             2**64 - 3, 2**32 - 1))
