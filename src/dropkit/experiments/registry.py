@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # One line per experiment module: importing it registers its experiment(s).
 EXPERIMENT_MODULES: tuple[str, ...] = (
     "dropkit.experiments.compare",
+    "dropkit.experiments.uncertainty",
 )
 
 DEFAULT_EXPERIMENT = "compare"
