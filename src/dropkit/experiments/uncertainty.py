@@ -175,15 +175,18 @@ class Uncertainty(Experiment):
                     f"Invalid value for --{key.replace('_', '-')}: expected a positive "
                     f"integer. Received: {config[key]!r}"
                 )
-        return grid_runs(config)
+        # In the run's identity (RunSpec.extra): a resumed run keeps its settings,
+        # and runs with other settings never pass for finished ones.
+        settings = {"mc_samples": int(config["mc_samples"]), "ece_bins": int(config["ece_bins"])}
+        return grid_runs(config, extra=settings)
 
     def run_one(self, spec, data, ctx):
         import dropkit as dk
 
         result = train_run(spec, data, ctx)
         record = result.record
-        samples = int(ctx.config.get("mc_samples", self.defaults["mc_samples"]))
-        bins = int(ctx.config.get("ece_bins", self.defaults["ece_bins"]))
+        samples = int(spec.extra["mc_samples"])
+        bins = int(spec.extra["ece_bins"])
         model = result.model
         x = result.data.x_test.to(ctx.device)
         y = result.data.y_test.to(ctx.device)
@@ -196,8 +199,6 @@ class Uncertainty(Experiment):
         mcm = prediction_metrics(mc.mean, y, bins)
         wrong = mc.mean.argmax(1) != y
         mcm["auroc_mi"] = auroc(mc.mutual_information, wrong)
-        record["mc_samples"] = samples
-        record["ece_bins"] = bins
         for prefix, metrics in (("det", det), ("mc", mcm)):
             for name, value in metrics.items():
                 if name != "reliability":
