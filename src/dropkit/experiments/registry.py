@@ -26,6 +26,9 @@ if TYPE_CHECKING:  # pragma: no cover
 # One line per experiment module: importing it registers its experiment(s).
 EXPERIMENT_MODULES: tuple[str, ...] = (
     "dropkit.experiments.compare",
+    "dropkit.experiments.sweep_p",
+    "dropkit.experiments.data_size",
+    "dropkit.experiments.mc_averaging",
     "dropkit.experiments.uncertainty",
 )
 

@@ -240,7 +240,7 @@ def run_experiment(
     threads = int(config["threads"] or default_threads())
     torch.set_num_threads(threads)
     env = results.environment(device, threads)
-    ctx = RunContext(device=torch.device(device))
+    ctx = RunContext(config=config, device=torch.device(device))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     records = [done[k] for k in keys if k in done]

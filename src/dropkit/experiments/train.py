@@ -67,9 +67,11 @@ class RunSpec:
 
 @dataclass
 class RunContext:
-    """What a run needs from the runner: the device, data sets (loaded once) and a
-    progress callback ``progress(epoch, epochs)``."""
+    """What a run needs from the runner: the resolved ``config`` (the experiment's
+    own options included), the device, data sets (loaded once) and a progress
+    callback ``progress(epoch, epochs)``."""
 
+    config: dict[str, Any] = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     progress: Callable[[int, int], None] | None = None
     datasets: dict[str, Dataset] = field(default_factory=dict)
