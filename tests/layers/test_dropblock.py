@@ -39,6 +39,17 @@ def _quantised(rate: float) -> float:
     return math.floor(rate * 65536 + 0.5) / 65536
 
 
+def _assert_dropped_fraction(y: torch.Tensor, p: float, blocks, spatial) -> float:
+    """The mean per-map dropped fraction is within 5 standard errors of its expectation."""
+    gamma = F.dropblock_gamma(p, blocks, spatial)
+    expected = _expected_drop_fraction(gamma, spatial, blocks)
+    quant_shift = abs(_expected_drop_fraction(_quantised(gamma), spatial, blocks) - expected)
+    per_map = (y == 0).double().flatten(2).mean(-1).flatten()
+    stderr = per_map.std().item() / math.sqrt(per_map.numel())
+    assert abs(per_map.mean().item() - expected) <= 5 * stderr + quant_shift
+    return expected
+
+
 @pytest.mark.parametrize(
     "p,block,spatial",
     [(0.1, 5, (24, 24)), (0.3, 3, (16, 20)), (0.2, (2, 4), (12, 12)), (0.15, 4, (17, 17))],
@@ -47,13 +58,7 @@ def test_dropped_fraction_matches_gamma_formula(p, block, spatial):
     torch.manual_seed(0)
     x = torch.ones(8, 64, *spatial)
     y = dk.dropblock2d(x, p, block)
-    blocks = F._check_block_size(block, 2)
-    gamma = F.dropblock_gamma(p, blocks, spatial)
-    expected = _expected_drop_fraction(gamma, spatial, blocks)
-    quant_shift = abs(_expected_drop_fraction(_quantised(gamma), spatial, blocks) - expected)
-    per_map = (y == 0).double().flatten(2).mean(-1).flatten()
-    stderr = per_map.std().item() / math.sqrt(per_map.numel())
-    assert abs(per_map.mean().item() - expected) <= 5 * stderr + quant_shift
+    expected = _assert_dropped_fraction(y, p, F._check_block_size(block, 2), spatial)
     # Overlapping blocks make the dropped fraction a bit below p, never above.
     assert expected <= p
 
@@ -96,12 +101,7 @@ def test_dropblock3d_blocks_and_fraction():
     spatial, blocks, p = (10, 10, 10), (3, 3, 3), 0.2
     y = dk.dropblock3d(torch.ones(4, 32, *spatial), p, 3)
     assert _is_union_of_blocks((y == 0).flatten(0, 1), blocks)
-    gamma = F.dropblock_gamma(p, blocks, spatial)
-    expected = _expected_drop_fraction(gamma, spatial, blocks)
-    quant_shift = abs(_expected_drop_fraction(_quantised(gamma), spatial, blocks) - expected)
-    per_map = (y == 0).double().flatten(2).mean(-1).flatten()
-    stderr = per_map.std().item() / math.sqrt(per_map.numel())
-    assert abs(per_map.mean().item() - expected) <= 5 * stderr + quant_shift
+    _assert_dropped_fraction(y, p, blocks, spatial)
 
 
 def test_renormalised_by_kept_fraction():

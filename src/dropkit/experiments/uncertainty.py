@@ -28,7 +28,13 @@ from torch.nn import functional as F
 
 from dropkit.experiments.compare import grid_runs, pct
 from dropkit.experiments.registry import Experiment, register
-from dropkit.experiments.summary import difference, group, mean_std, significance
+from dropkit.experiments.summary import (
+    difference,
+    group,
+    mean_std,
+    significance,
+    summary_table,
+)
 from dropkit.experiments.train import RunSpec, train_run
 
 #: offset of the MC seed from the run seed, so the MC masks differ from training's
@@ -220,21 +226,10 @@ class Uncertainty(Experiment):
             ("mc_auroc_mi", "AUROC MI MC"),
             ("train_acc", "train_acc"),
         )
-        rows = []
-        for (dataset, model, reg, p), runs in group(
-            records, ("dataset", "model", "regularizer", "p")
-        ).items():
-            row: dict[str, Any] = {
-                "dataset": dataset,
-                "model": model,
-                "regularizer": reg,
-                "p": p,
-                "n": len(runs),
-            }
-            for field, title in columns:
-                row[title] = mean_std(r[field] for r in runs)
-            rows.append(row)
-        return rows
+        titles = dict(columns)
+        rows = summary_table(records, ("dataset", "model", "regularizer", "p"), columns)
+        # the short titles as keys: the report titles unknown keys by the key itself
+        return [{titles.get(k, k): v for k, v in row.items()} for row in rows]
 
     def plots(self, records, config, out_dir):
         from dropkit.experiments.plots import pyplot
