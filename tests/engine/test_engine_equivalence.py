@@ -1,6 +1,7 @@
 """The fast engine equals the pure-torch oracle bit for bit (docs/mask-spec.md)."""
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -184,3 +185,22 @@ def test_serial_and_parallel_cpu_kernels_agree(dtype):
     assert_same_bits(results[0], results[1])
     assert_same_bits(results[0], reference.dropout_reference(x, 30000 / 65536, 1.25,
                                                              2**64 - 3, 2**32 - 1))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_child_can_use_the_engine_after_the_parent_did():
+    # GNU OpenMP, Numba's threading layer here, kills a forked child that enters a
+    # parallel region after its parent did; the engine runs serial kernels there.
+    x = _input(2**18, torch.float32)
+    expected = engine.dropout(x, 0.5, 2.0, seed=21)  # the parent starts its thread team
+    pid = os.fork()
+    if pid == 0:  # child: like a DataLoader worker
+        code = 1
+        try:
+            torch.set_num_threads(1)
+            y = engine.dropout(x, 0.5, 2.0, seed=21)
+            code = 0 if torch.equal(y.view(torch.int32), expected.view(torch.int32)) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -27,6 +27,7 @@ specified: a kept NaN stays a NaN.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import numba
@@ -274,6 +275,22 @@ def _keep_mask_serial(out, t, seed, offset):
 # Below this many elements a call runs on the calling thread only.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
+# The process whose thread team the parallel kernels use.  Numba's OpenMP
+# layer (GNU libgomp) is not fork-safe: a forked child (a DataLoader worker,
+# say) that enters a parallel region after its parent did is terminated.  So a
+# forked child runs the serial kernels, which give the same bits.
+_parallel_pid: int | None = None
+
+
+def _parallel_allowed(numel: int) -> bool:
+    global _parallel_pid
+    if numel < PARALLEL_MIN_ELEMENTS:
+        return False
+    pid = os.getpid()
+    if _parallel_pid is None:
+        _parallel_pid = pid
+    return _parallel_pid == pid
+
 _DROPOUT_KERNELS = {  # dtype -> (serial, parallel, scale type)
     torch.float64: (_dropout_float_serial, _dropout_float_parallel, np.float64),
     torch.float32: (_dropout_float_serial, _dropout_float_parallel, np.float32),
@@ -297,7 +314,7 @@ def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed:
         serial, parallel, scale_type = _DROPOUT_KERNELS[x.dtype]
     except KeyError:
         raise TypeError(f"no CPU kernel for dtype {x.dtype}") from None
-    kernel = parallel if x.numel() >= PARALLEL_MIN_ELEMENTS else serial
+    kernel = parallel if _parallel_allowed(x.numel()) else serial
     kernel(_flat_numpy(x), _flat_numpy(out), np.int32(t), scale_type(scale), np.uint64(seed),
            np.uint64(offset))
 
@@ -306,7 +323,7 @@ def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     """Flat bool tensor of ``numel`` elements, True where kept."""
     out = np.empty(numel, dtype=np.uint8)
     if numel:
-        kernel = _keep_mask_parallel if numel >= PARALLEL_MIN_ELEMENTS else _keep_mask_serial
+        kernel = _keep_mask_parallel if _parallel_allowed(numel) else _keep_mask_serial
         kernel(out, np.int32(t), np.uint64(seed), np.uint64(offset))
     return torch.from_numpy(out).view(torch.bool)
 

@@ -18,6 +18,8 @@ anywhere else.  All three produce the same bits (docs/mask-spec.md).
 
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from dropkit.engine import reference
@@ -25,6 +27,16 @@ from dropkit.engine.reference import check_seed_offset, threshold
 
 _U64 = (1 << 64) - 1
 _FAST_CPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def _as_int(value, name: str) -> int:
+    """Python int from any integer (numpy and 0-dim integer tensors included)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int; received {name}={value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int; received {name}={value!r}") from None
 
 
 def _as_int64(value: int) -> int:
@@ -168,6 +180,7 @@ def _(shape, threshold, seed, offset, device):
 def keep_mask(shape, p: float, seed: int, offset: int = 0, device=None) -> torch.Tensor:
     """Boolean tensor of ``shape``, True where the spec keeps the element for ``(seed, offset)``."""
     shape = [int(s) for s in shape]
+    seed, offset = _as_int(seed, "seed"), _as_int(offset, "offset")
     check_seed_offset(seed, offset, torch.Size(shape).numel())
     device = torch.device(device) if device is not None else torch.device("cpu")
     return _keep_mask_op(shape, threshold(p), _as_int64(seed), _as_int64(offset), device)
@@ -179,12 +192,14 @@ def dropout(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0)
     Returns a new contiguous tensor of ``x``'s shape, dtype and device.
     Nothing per element is saved for backward.
     """
+    seed, offset = _as_int(seed, "seed"), _as_int(offset, "offset")
     check_seed_offset(seed, offset, x.numel())
     return _dropout_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
 
 
 def dropout_(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0) -> torch.Tensor:
     """In-place ``dropout`` on ``x`` (outside autograd); returns ``x``."""
+    seed, offset = _as_int(seed, "seed"), _as_int(offset, "offset")
     check_seed_offset(seed, offset, x.numel())
     _dropout_inplace_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
     return x

@@ -77,10 +77,9 @@ def check_seed_offset(seed: int, offset: int, numel: int) -> None:
     2**64 (the scheme never wraps and never carries into the upper counter
     words), so ``offset + ceil(numel / 8) <= 2**64`` is required.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int; received seed={seed!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int):
-        raise TypeError(f"offset must be an int; received offset={offset!r}")
+    for name, value in (("seed", seed), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int; received {name}={value!r}")
     if not 0 <= seed < COUNTER_LIMIT:
         raise ValueError(f"seed must be in [0, 2**64); received seed={seed}")
     if offset < 0:
