@@ -82,3 +82,15 @@ def test_torch_compile_fullgraph_forward_and_backward():
 
     mask = torch.compile(lambda: engine.keep_mask((5, 7), 0.25, seed=3), fullgraph=True)()
     assert torch.equal(mask, engine.keep_mask((5, 7), 0.25, seed=3))
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_in_place():
+    def f(x):
+        y = x + 1.0
+        engine.dropout_(y, 0.5, 2.0, seed=17, offset=3)
+        return y
+
+    x = torch.randn(4, 100)
+    expected = engine.dropout(x + 1.0, 0.5, 2.0, seed=17, offset=3)
+    assert torch.equal(torch.compile(f, fullgraph=True)(x), expected)
