@@ -216,7 +216,10 @@ def _mask_chunk(out, t, key0, key1, offset, c):
 
 # Drivers: one parallel and one serial per kind.  Small inputs run serially,
 # because waking a thread team costs more than the work (and on a loaded
-# machine a parallel region waits for every thread to be scheduled).
+# machine a parallel region waits for every thread to be scheduled).  They are
+# written out per kind on purpose: one driver taking the chunk function as an
+# argument is specialised on the function object, which Numba's on-disk cache
+# misses in every new process (tried: a 2-4 s compile on each import).
 
 
 @_inline
