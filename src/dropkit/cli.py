@@ -155,7 +155,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight-decay", type=float, default=None, help="strength of l2 (1e-3)")
     p.add_argument("--l1", type=float, default=None, help="strength of l1 (1e-5)")
     p.add_argument(
-        "--max-norm", type=float, default=None, help="max-norm radius for dropout+maxnorm (3.0)"
+        "--max-norm", type=float, default=None, help="max-norm radius for dropout+maxnorm (2.0)"
     )
     p.add_argument(
         "--device", default=None, help="auto (cuda if present, else cpu), cpu or cuda[:N]"

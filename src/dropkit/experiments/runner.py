@@ -31,7 +31,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "lr": None,
     "weight_decay": 1e-3,
     "l1": 1e-5,
-    "max_norm": 3.0,
+    "max_norm": 2.0,
     "device": "auto",
     "threads": None,
 }

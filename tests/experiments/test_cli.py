@@ -1,0 +1,124 @@
+"""``dropkit run`` on the command line: bad arguments give clear errors and write nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dropkit.cli import build_parser, main
+
+
+def _fails(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["run", "compair"], "invalid choice: 'compair'"),
+        (["run", "--dataset", "mnist"], "choose from 'mnist1d', 'digits'"),
+        (["run", "--model", "mlp"], "unknown model 'mlp'; choose from: tutorial-mlp, wide-mlp"),
+        (["run", "--regularizers", "none,drop"], "unknown regularizer 'drop'; choose from: none"),
+        (["run", "--p", "half"], "expected numbers"),
+        (["run", "--seeds", "x"], "expected integers"),
+    ],
+)
+def test_bad_names_are_refused_with_the_choices(argv, expected, capsys, tmp_path):
+    err = _fails([*argv, "--out", str(tmp_path / "o")], capsys)
+    assert expected in err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["run", "--p", "1.5"], "expected 0 <= p < 1"),
+        (["run", "--model", "wide-mlp", "--regularizers", "droppath"], "Use --model resmlp"),
+        (["run", "compare", "--samples", "1,2"], "--samples do not apply to experiment"),
+        (["run", "--epochs", "0"], "--epochs"),
+        (["run", "compare", "--resume", "x"], "not both"),
+    ],
+)
+def test_bad_values_are_refused_before_anything_is_written(argv, expected, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_resume_needs_results_and_refuses_new_options(capsys, tmp_path):
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "results.json").write_text(json.dumps({"experiment": "compare"}))
+    assert main(["run", "--resume", str(tmp_path), "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+
+
+def test_an_existing_result_is_never_overwritten(capsys, tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    assert main(["run", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "results.json").read_text() == "{}"
+
+
+def test_options_parse_lists_and_seed_counts():
+    args = build_parser().parse_args(
+        [
+            "run",
+            "sweep-p",
+            "--model",
+            "wide-mlp,tutorial-mlp",
+            "--p",
+            "0.1,0.2",
+            "0.3",
+            "--seeds",
+            "2",
+            "--regularizers",
+            "dropout",
+        ]
+    )
+    assert args.experiment == "sweep-p" and args.models == [["wide-mlp", "tutorial-mlp"]]
+    assert args.p == [[0.1, 0.2], [0.3]] and args.seeds == [0, 1]
+    assert build_parser().parse_args(["run", "--seeds", "4,7"]).seeds == [4, 7]
+    assert build_parser().parse_args(["run"]).experiment is None  # compare by default
+
+
+def test_every_experiment_has_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    for name in ("compare", "sweep-p", "data-size", "mc-averaging", "--resume", "--samples"):
+        assert name in out
+
+
+@pytest.mark.slow
+def test_the_command_line_runs_an_experiment_and_prints_the_table(capsys, tmp_path):
+    out = tmp_path / "cli"
+    code = main(
+        [
+            "run",
+            "compare",
+            "--dataset",
+            "tiny",
+            "--model",
+            "tutorial-mlp",
+            "--regularizers",
+            "none",
+            "dropout",
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "test acc" in printed and "Report:" in printed and "report.html" in printed
+    assert (out / "report.html").exists()

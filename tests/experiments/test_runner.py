@@ -1,0 +1,151 @@
+"""Whole experiments on a tiny data set: every output file, the JSON schema,
+reproducibility, and resuming after an interruption."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import math
+import re
+
+import pytest
+
+from dropkit.experiments import registry
+from dropkit.experiments.results import HISTORY_FIELDS, SCHEMA_FIELDS
+from dropkit.experiments.runner import run_experiment
+
+#: per experiment: tiny options and the PNGs it must write
+CASES = {
+    "compare": (
+        {"models": ["tutorial-mlp", "resmlp"], "regularizers": ["none", "dropout", "l1"]},
+        ["curves.png", "compare.png"],
+    ),
+    "sweep-p": ({"models": ["tutorial-mlp"], "p": [0.0, 0.5]}, ["curves.png", "sweep_p.png"]),
+    "data-size": (
+        {"models": ["tutorial-mlp"], "fractions": [0.5, 1.0]},
+        ["curves.png", "data_size.png"],
+    ),
+    "mc-averaging": (
+        {"models": ["tutorial-mlp"], "samples": [1, 3]},
+        ["curves.png", "mc_averaging.png"],
+    ),
+}
+
+
+def check_schema(doc: dict) -> None:
+    assert set(doc) >= {"experiment", "config", "environment", "runs"}
+    assert {"torch", "threads", "device", "python"} <= set(doc["environment"])
+    for run in doc["runs"]:
+        assert set(SCHEMA_FIELDS) <= set(run)
+        assert isinstance(run["dataset"], str) and isinstance(run["model"], str)
+        assert isinstance(run["regularizer"], str) and isinstance(run["seed"], int)
+        assert 0.0 <= run["p"] < 1.0 and run["seconds"] >= 0
+        for key in ("train_acc", "test_acc"):
+            assert 0.0 <= run[key] <= 1.0
+        for key in ("train_loss", "test_loss"):
+            assert math.isfinite(run[key]) and run[key] >= 0
+        history = run["history"]
+        assert set(HISTORY_FIELDS) <= set(history)
+        n = len(history["epoch"])
+        assert n >= 1 and all(len(history[k]) == n for k in HISTORY_FIELDS)
+        assert history["epoch"] == list(range(1, n + 1))
+        assert all(0.0 <= a <= 1.0 for a in history["train_acc"] + history["test_acc"])
+        assert history["test_acc"][-1] == run["test_acc"]
+        assert run["gap"] == pytest.approx(run["train_acc"] - run["test_acc"])
+
+
+def _numbers(doc: dict) -> list:
+    """Everything in the runs except wall-clock times."""
+    out = []
+    for run in doc["runs"]:
+        r = {k: v for k, v in run.items() if "seconds" not in k}
+        r["history"] = {k: v for k, v in run["history"].items() if k != "seconds"}
+        out.append(r)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CASES))
+def test_experiment_writes_every_output(name, tiny, tmp_path):
+    options, pngs = CASES[name]
+    out = run_experiment(name, out=tmp_path / "out", quiet=True, **tiny, **options)
+    doc = json.loads((out / "results.json").read_text())
+    check_schema(doc)
+    assert doc["experiment"] == name and doc["status"] == "complete"
+    assert len(doc["runs"]) == doc["planned_runs"] == len(registry.get(name)().runs(doc["config"]))
+    assert {r["seed"] for r in doc["runs"]} == {0, 1}
+
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(doc["runs"])
+    assert set(SCHEMA_FIELDS) - {"history"} <= set(rows[0])
+    assert [float(r["test_acc"]) for r in rows] == [r["test_acc"] for r in doc["runs"]]
+
+    html = (out / "report.html").read_text()
+    for png in pngs:
+        data = (out / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 5000
+        assert base64.b64encode(data).decode() in html  # embedded, not linked
+    assert not re.search(r"""src=(?!['"]?data:)""", html)  # nothing external
+    assert "Reading" in html and "Configuration" in html and "<table>" in html
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_compare_runs_are_the_product_of_the_options(tiny):
+    config = {"models": ["tutorial-mlp", "wide-mlp"], "regularizers": ["none", "dropout", "l2"]}
+    from dropkit.experiments.runner import resolve_config
+
+    cfg = resolve_config("compare", {**tiny, **config, "p": [0.1, 0.3]})
+    specs = registry.get("compare")().runs(cfg)
+    # none and l2 ignore p; dropout runs at each p: (1 + 2 + 1) per model and seed
+    assert len(specs) == 2 * 2 * 4
+    assert {s.p for s in specs if s.regularizer == "dropout"} == {0.1, 0.3}
+    assert {s.p for s in specs if s.regularizer != "dropout"} == {0.0}
+
+
+@pytest.mark.slow
+def test_same_arguments_and_seeds_give_the_same_numbers(tiny, tmp_path):
+    opts = {**tiny, "models": ["tutorial-mlp"], "regularizers": ["dropout", "dropout-classic"]}
+    a = run_experiment("compare", out=tmp_path / "a", quiet=True, **opts)
+    b = run_experiment("compare", out=tmp_path / "b", quiet=True, **opts)
+    doc_a = json.loads((a / "results.json").read_text())
+    doc_b = json.loads((b / "results.json").read_text())
+    assert _numbers(doc_a) == _numbers(doc_b)
+    # and the seeds matter
+    s0, s1 = (r for r in doc_a["runs"] if r["regularizer"] == "dropout")
+    assert s0["history"]["train_loss"] != s1["history"]["train_loss"]
+
+
+@pytest.mark.slow
+def test_resume_completes_an_interrupted_experiment_without_rerunning(tiny, tmp_path):
+    opts = {**tiny, "models": ["tutorial-mlp"], "regularizers": ["none", "dropout"]}
+    out = run_experiment("compare", out=tmp_path / "r", quiet=True, stop_after=3, **opts)
+    partial = json.loads((out / "results.json").read_text())
+    assert partial["status"] == "interrupted" and len(partial["runs"]) == 3
+    assert partial["planned_runs"] == 4
+    assert not (out / "report.html").exists()
+
+    run_experiment(resume=out, quiet=True)
+    done = json.loads((out / "results.json").read_text())
+    assert done["status"] == "complete" and len(done["runs"]) == 4
+    # the three finished runs are kept as they were (their wall times too: not re-run)
+    assert done["runs"][:3] == partial["runs"]
+    assert (out / "report.html").exists()
+
+    # the resumed result equals an uninterrupted run
+    full = run_experiment("compare", out=tmp_path / "full", quiet=True, **opts)
+    assert _numbers(done) == _numbers(json.loads((full / "results.json").read_text()))
+
+    # resuming a finished experiment runs nothing
+    run_experiment(resume=out, quiet=True)
+    assert json.loads((out / "results.json").read_text())["runs"] == done["runs"]
+
+
+def test_results_are_written_after_every_run(tiny, tmp_path):
+    opts = {**tiny, "models": ["tutorial-mlp"], "regularizers": ["none"], "seeds": [0, 1, 2]}
+    out = run_experiment("compare", out=tmp_path / "w", quiet=True, stop_after=1, **opts)
+    doc = json.loads((out / "results.json").read_text())
+    assert len(doc["runs"]) == 1
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 1
