@@ -30,6 +30,10 @@ EXPERIMENT_MODULES: tuple[str, ...] = (
     "dropkit.experiments.data_size",
     "dropkit.experiments.mc_averaging",
     "dropkit.experiments.uncertainty",
+    "dropkit.experiments.convergence",
+    "dropkit.experiments.batchnorm",
+    "dropkit.experiments.droppath_depth",
+    "dropkit.experiments.recurrent",
 )
 
 DEFAULT_EXPERIMENT = "compare"

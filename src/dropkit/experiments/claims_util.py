@@ -1,0 +1,59 @@
+"""Small helpers shared by the experiments that test the tutorials' other claims
+(``convergence``, ``batchnorm``, ``recurrent``, ``droppath``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from dropkit.experiments.runner import _as_list
+
+
+def choices(value: Any, allowed: Sequence[str], what: str) -> list[str]:
+    """``value`` (a list or a comma-separated string) checked against ``allowed``.
+
+    Raises ``ValueError`` naming the bad value and listing the choices (the
+    runner turns it into a command-line error).
+    """
+    items = [str(v) for v in _as_list(value)]
+    if not items:
+        raise ValueError(f"Give at least one {what}. Choose from: {', '.join(allowed)}.")
+    for item in items:
+        if item not in allowed:
+            raise ValueError(f"Unknown {what} {item!r}. Choose one of: {', '.join(allowed)}.")
+    return items
+
+
+def floats(value: Any, what: str, lo: float = 0.0, hi: float = 1.0) -> list[float]:
+    """A list of floats in ``[lo, hi)`` from a list or a comma-separated string."""
+    out = []
+    for v in _as_list(value):
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"Invalid value for {what}: {v!r} is not a number.") from None
+        if math.isnan(f) or not lo <= f < hi:
+            raise ValueError(f"Invalid value for {what}: expected {lo:g} <= x < {hi:g}. "
+                             f"Received: {f:g}")
+        out.append(f)
+    if not out:
+        raise ValueError(f"Give at least one value for {what}.")
+    return out
+
+
+def first_reaching(history: dict[str, list], field: str, target: float) -> int | None:
+    """Index of the first epoch whose ``field`` is >= ``target`` (None if never)."""
+    for i, value in enumerate(history[field]):
+        if value >= target:
+            return i
+    return None
+
+
+def nanmean(values: Sequence[float | None]) -> float:
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    return sum(v) / len(v) if v else math.nan
+
+
+def pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
