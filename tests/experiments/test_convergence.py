@@ -37,7 +37,8 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
             assert r["seconds_to_target"] == r["history"]["seconds"][i]
     t = timing[0]
     for key in ("step_ms_none", "step_ms_torch", "step_ms_dropkit", "dropout_ms_torch",
-                "dropout_ms_dropkit", "dropout_share_torch", "dropout_share_dropkit"):
+                "dropout_ms_dropkit", "dropout_share_torch", "dropout_share_dropkit",
+                "dropout_alone_ms_torch"):
         assert t[key] >= 0, key
     assert 0 <= t["dropout_share_dropkit"] <= 1
     csv = (out / "results.csv").read_text().splitlines()[0].split(",")
@@ -65,7 +66,10 @@ def test_torch_impl_swaps_every_dropkit_dropout():
 def test_time_split_fields():
     split = time_split(16, 8, 0.5, ["torch", "dropkit"], reps=1, steps=1)
     assert set(split) >= {"step_ms_none", "step_ms_torch", "dropout_ms_dropkit",
-                          "dropout_share_torch", "step_diff_ms_dropkit"}
+                          "dropout_share_torch", "dropout_alone_ms_dropkit"}
+    for impl in ("torch", "dropkit"):
+        diff = split[f"step_ms_{impl}"] - split["step_ms_none"]
+        assert split[f"dropout_ms_{impl}"] == pytest.approx(max(0.0, diff))
 
 
 @pytest.mark.parametrize(
