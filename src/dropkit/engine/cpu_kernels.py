@@ -338,11 +338,11 @@ def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed:
 
 def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     """Flat bool tensor of ``numel`` elements, True where kept."""
-    out = np.empty(numel, dtype=np.uint8)
+    out = torch.empty(numel, dtype=torch.uint8)  # torch's own storage, not numpy's
     if numel:
         kernel = _keep_mask_parallel if _parallel_allowed(numel) else _keep_mask_serial
-        kernel(out, np.int32(t), np.uint64(seed), np.uint64(offset))
-    return torch.from_numpy(out).view(torch.bool)
+        kernel(out.numpy(), np.int32(t), np.uint64(seed), np.uint64(offset))
+    return out.view(torch.bool)
 
 
 @_jit
