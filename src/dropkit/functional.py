@@ -422,7 +422,8 @@ def dropblock_gamma(p: float, block_size: tuple[int, ...], spatial_shape: tuple[
     """
     area = math.prod(spatial_shape)
     block = math.prod(block_size)
-    valid = math.prod(s - b + 1 for s, b in zip(spatial_shape, block_size, strict=True))
+    # lists, not generators: torch.compile traces them without a graph break
+    valid = math.prod([s - b + 1 for s, b in zip(spatial_shape, block_size, strict=True)])
     return min(1.0, p * area / (block * valid))
 
 
@@ -456,8 +457,8 @@ def _dropblock(
     spatial = tuple(xb.shape[2:])
     # A feature map smaller than the block: the block shrinks to the map
     # (per dim), so one centre drops the whole map of that channel.
-    blocks = tuple(min(b, s) for b, s in zip(sizes, spatial, strict=True))
-    valid = tuple(s - b + 1 for s, b in zip(spatial, blocks, strict=True))
+    blocks = tuple([min(b, s) for b, s in zip(sizes, spatial, strict=True)])
+    valid = tuple([s - b + 1 for s, b in zip(spatial, blocks, strict=True)])
     gamma = dropblock_gamma(p, blocks, spatial)
     # One independent centre mask per (sample, channel), as the paper found best.
     centres = ~_keep_mask(tuple(xb.shape[:2]) + valid, gamma, seed, x.device)
