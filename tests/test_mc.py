@@ -198,3 +198,30 @@ def test_bad_arguments():
         dk.mc.predict(model, torch.randn(2, 3), output="softmax")
     with pytest.raises(TypeError, match="Received: str"):
         dk.mc.enable("model")
+
+
+class _TinyAWD(nn.Module):
+    """Embedding dropout, locked dropout and a weight-dropped LSTM: the AWD-LSTM recipe."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = dk.EmbeddingDropout(nn.Embedding(30, 8), 0.1)
+        self.lock = dk.LockedDropout(0.3, batch_first=True)
+        self.rnn = dk.WeightDrop(nn.LSTM(8, 16, batch_first=True), "weight_hh_l0", 0.3)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, tokens):
+        out, _ = self.rnn(self.lock(self.embed(tokens)))
+        return self.head(out[:, -1])
+
+
+def test_predict_on_a_recurrent_model():
+    torch.manual_seed(0)
+    model = _TinyAWD()
+    model.train()
+    tokens = torch.randint(0, 30, (5, 7))
+    pred = dk.mc.predict(model, tokens, samples=6)
+    assert pred.mean.shape == (5, 4) and (pred.mutual_information > 0).all()
+    assert all(m.training for m in model.modules())  # train mode given back
+    with pytest.raises(ValueError, match="EmbeddingDropout, WeightDrop"):
+        dk.mc.predict(model, tokens, samples=6, batch_size=30)
