@@ -19,7 +19,7 @@ from dropkit.engine import reference
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None,
                                 reason="triton is not installed (pip install dropkit[gpu])")
 
-CASES = [(12345, 7), (2**64 - 1, 2**32 - 3), (2**63 + 5, 2**64 - 700)]
+CASES = [(12345, 7), (1, 1), (0, 0), (2**64 - 1, 2**32 - 3), (2**63 + 5, 2**64 - 700)]
 
 _SCRIPT = textwrap.dedent("""
     import torch
@@ -87,3 +87,27 @@ def test_triton_kernel_on_gpu_equals_reference(dtype):
         torch.testing.assert_close(y, ref, rtol=0, atol=0, equal_nan=True)
         mask = engine.keep_mask(x.shape, 0.3, seed, offset, device="cuda")
         assert torch.equal(mask, reference.keep_mask_reference(x.shape, 0.3, seed, offset, "cuda"))
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_a_cuda_gpu_ahead_of_time():
+    # No GPU is needed to lower the kernels to PTX and a cubin (Triton ships
+    # ptxas): this catches typing errors the interpreter lets through.
+    pytest.importorskip("triton.backends.nvidia")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource, compile
+
+    from dropkit.engine import triton_kernels
+
+    target = GPUTarget("cuda", 90, 32)
+    scalars = {"n": "i64", "threshold": "i32", "seed": "u64", "offset": "u64"}
+    for dtype in ("fp32", "fp64", "fp16", "bf16"):
+        signature = {"x_ptr": f"*{dtype}", "out_ptr": f"*{dtype}", "scale_ptr": "*fp64",
+                     **scalars, "BLOCK_COUNTERS": "constexpr"}
+        source = ASTSource(fn=triton_kernels._dropout_kernel, signature=signature,
+                           constexprs={"BLOCK_COUNTERS": triton_kernels.BLOCK_COUNTERS})
+        kernel = compile(source, target=target)
+        assert "mul.hi.u32" in kernel.asm["ptx"]  # Philox's multiply-high is there
+    signature = {"out_ptr": "*i8", **scalars, "BLOCK_COUNTERS": "constexpr"}
+    compile(ASTSource(fn=triton_kernels._keep_mask_kernel, signature=signature,
+                      constexprs={"BLOCK_COUNTERS": triton_kernels.BLOCK_COUNTERS}), target=target)

@@ -35,7 +35,12 @@ def _lanes(seed, offset, pid, BLOCK_COUNTERS: tl.constexpr):
     return index, u.to(tl.int32)
 
 
-@triton.jit
+# Scalars are not specialised: Triton would otherwise turn a value of 1 into a
+# constexpr (``seed.to`` would fail) and compile a variant per alignment.
+_SCALARS = ["n", "threshold", "seed", "offset"]
+
+
+@triton.jit(do_not_specialize=_SCALARS)
 def _dropout_kernel(x_ptr, out_ptr, scale_ptr, n, threshold, seed, offset,
                     BLOCK_COUNTERS: tl.constexpr):
     index, u = _lanes(seed, offset, tl.program_id(0), BLOCK_COUNTERS)
@@ -60,7 +65,7 @@ def _dropout_kernel(x_ptr, out_ptr, scale_ptr, n, threshold, seed, offset,
     tl.store(out_ptr + index, y, mask=inside)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=_SCALARS)
 def _keep_mask_kernel(out_ptr, n, threshold, seed, offset, BLOCK_COUNTERS: tl.constexpr):
     index, u = _lanes(seed, offset, tl.program_id(0), BLOCK_COUNTERS)
     tl.store(out_ptr + index, (u >= threshold).to(tl.int8), mask=index < n)
