@@ -381,8 +381,14 @@ __all__ += [
 SELU_ALPHA_PRIME = -1.7580993408473766
 
 
-def _noise_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A generator for continuous noise, seeded from ``seed`` or the engine."""
+def _noise_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A generator for continuous noise, seeded from ``seed`` or the engine.
+
+    ``None`` (torch's default generator) while tracing under torch.compile
+    without a seed: a generator object cannot be traced, the default one can.
+    """
+    if seed is None and torch.compiler.is_compiling():
+        return None
     if seed is None:
         seed = engine.draw_seed()
     return torch.Generator(device=device).manual_seed(seed)

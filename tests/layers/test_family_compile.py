@@ -1,4 +1,4 @@
-"""The mask-based family layers trace under torch.compile(fullgraph=True) with fresh masks."""
+"""The family layers trace under torch.compile(fullgraph=True) with fresh masks."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import dropkit as dk
         (lambda: dk.LockedDropout(0.3), torch.ones(4, 2, 5)),
         (lambda: dk.AlphaDropout(0.2), torch.randn(64)),
         (lambda: dk.EmbeddingDropout(nn.Embedding(50, 3), 0.3), torch.arange(50)),
+        (lambda: dk.GaussianDropout(0.2), torch.ones(64)),
+        (lambda: dk.ConcreteDropout(0.2), torch.ones(4, 16)),
     ],
 )
 def test_fullgraph_compile_draws_fresh_masks(make, x):
@@ -26,3 +28,7 @@ def test_fullgraph_compile_draws_fresh_masks(make, x):
     a, b = compiled(x), compiled(x)
     assert a.shape == module(x).shape
     assert not torch.equal(a, b)  # the seed is drawn inside the graph, not baked in
+    torch.manual_seed(0)
+    c = compiled(x)
+    torch.manual_seed(0)
+    assert torch.equal(c, compiled(x))  # and torch.manual_seed still governs it
