@@ -316,6 +316,49 @@ _DROPOUT_KERNELS = {  # dtype -> (serial, parallel, scale type)
 }
 
 
+# Large outputs are advised to use transparent huge pages (when the kernel is in
+# THP "madvise" mode, as it often is): the first touch of a fresh 64 MiB output
+# then takes a few hundred page faults instead of 16384.  Measured on the
+# 2-core machine: a 16M float32 forward, allocation included, 36 -> 22 ms
+# (median).  It is a hint on our own pages only; torch frees them as usual.
+_HUGE_PAGE = 2 << 20
+_HUGE_PAGE_MIN_BYTES = 4 << 20
+
+
+def _madvise_hugepage():
+    """libc's madvise and the THP mode allow the hint, else None."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            if "[madvise]" not in f.read():  # "always" needs no hint, "never" allows none
+                return None
+        import ctypes
+        import mmap
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        madvise = libc.madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        advice = mmap.MADV_HUGEPAGE
+    except (OSError, AttributeError):
+        return None
+    return lambda start, length: madvise(start, length, advice)
+
+
+_madvise = _madvise_hugepage() if sys.platform.startswith("linux") else None
+
+
+def empty_like(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``torch.empty_like(x)`` whose large interior asks for huge pages."""
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    nbytes = out.numel() * out.element_size()
+    if _madvise is not None and nbytes >= _HUGE_PAGE_MIN_BYTES:
+        start = out.data_ptr()
+        first = (start + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)  # whole huge pages inside the buffer
+        last = (start + nbytes) & ~(_HUGE_PAGE - 1)
+        if last > first:
+            _madvise(first, last - first)  # a hint: failure changes nothing
+    return out
+
+
 def _flat_numpy(t: torch.Tensor) -> np.ndarray:
     """A 1-D numpy view of a contiguous CPU tensor; 16-bit floats as their uint16 bit patterns."""
     t = t.detach().reshape(-1)

@@ -116,7 +116,11 @@ def _dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed
 def _dropout_op(x: torch.Tensor, threshold: int, scale: float, seed: int,
                 offset: int) -> torch.Tensor:
     x = x.contiguous()
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    kernels = _cpu_kernels() if x.device.type == "cpu" else None
+    if kernels is not None:
+        out = kernels.empty_like(x)
+    else:
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
     _dropout_into(x, out, threshold, scale, _as_uint64(seed), _as_uint64(offset))
     return out
 
