@@ -160,7 +160,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", default=None, help="auto (cuda if present, else cpu), cpu or cuda[:N]"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (min(2, cores))")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
     p.add_argument("--out", default=None, help="output directory (runs/<time>-<experiment>/)")
     p.add_argument(
         "--resume", default=None, metavar="DIR",

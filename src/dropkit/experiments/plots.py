@@ -44,11 +44,14 @@ def plot_curves(
     *,
     label: Callable[[dict, Sequence[dict]], str] = default_label,
     panel: Callable[[dict], str] | None = None,
-    title: str = "Train (dashed) and test (solid) accuracy, mean ± std over seeds",
+    title: str = "Test (solid) and train (dashed; a fixed 1000-example subset) accuracy, "
+    "mean ± std over seeds",
 ) -> Path:
     """Train vs test accuracy over epochs: one panel per dataset/model, one colour per
     regularizer (or ``label``), test solid, train dashed, a band of ± 1 std over seeds."""
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     panel = panel or (lambda r: f"{r['model']} on {r['dataset']}")
     panels = group(records, lambda r: (panel(r),))
     n = len(panels)
@@ -65,6 +68,7 @@ def plot_curves(
                 ax.plot(ep, m, style, color=color, lw=1.6, label=legend)
                 ax.fill_between(ep, m - s, m + s, color=color, alpha=0.15, lw=0)
         ax.set_title(name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)

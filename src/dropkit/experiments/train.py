@@ -2,12 +2,17 @@
 
 Full-batch tensors and index batching (no DataLoader: at MNIST-1D's size the
 loader would cost more than the network). Adam, cross-entropy. After every
-epoch the model is evaluated in eval mode on the whole training split and the
-test split, so ``train_acc`` is the accuracy of the *deterministic* network on
+epoch the model is evaluated in eval mode on the test split and on a fixed
+subset of the training split (its first ``TRAIN_MONITOR`` examples: the splits
+are already in random order), and after the last epoch on the whole training
+split. So ``train_acc`` is the accuracy of the *deterministic* network on all
 the data it was trained on, and the generalization gap is ``train_acc -
-test_acc``. Seeds: ``torch.manual_seed(seed)`` before the model is built (weights
-and dropout masks) and a separate generator for the shuffling order, so the
-same arguments give the same numbers on CPU.
+test_acc``. (Evaluating all 4000 training examples every epoch cost a quarter
+of a wide-MLP run.)
+
+Seeds: ``torch.manual_seed(seed)`` before the model is built (weights and
+dropout masks) and a separate generator for the shuffling order, so the same
+arguments give the same numbers on CPU.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from torch.nn import functional as F
 
 from dropkit.experiments import models, regularizers
 from dropkit.experiments.data import Dataset
+
+#: how many training examples the per-epoch train curves are measured on
+TRAIN_MONITOR = 1000
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,7 @@ def train_run(
                 regularizers.apply_max_norm(model, spec.max_norm)
         train_seconds += time.perf_counter() - t0
         model.eval()
-        train_acc, train_loss = evaluate(model, x, y)
+        train_acc, train_loss = evaluate(model, x[:TRAIN_MONITOR], y[:TRAIN_MONITOR])
         test_acc, test_loss = evaluate(model, x_test, y_test)
         history["epoch"].append(epoch)
         history["train_acc"].append(train_acc)
@@ -177,6 +185,8 @@ def train_run(
             on_epoch(epoch, model, history)
         if ctx.progress is not None:
             ctx.progress(epoch, spec.epochs)
+    model.eval()
+    final_train_acc, final_train_loss = evaluate(model, x, y)  # the whole training split
     seconds = time.perf_counter() - start
 
     best = max(range(len(history["test_acc"])), key=history["test_acc"].__getitem__)
@@ -186,15 +196,16 @@ def train_run(
         "regularizer": spec.regularizer,
         "p": spec.p,
         "seed": spec.seed,
-        "train_acc": history["train_acc"][-1],
+        "train_acc": final_train_acc,
         "test_acc": history["test_acc"][-1],
-        "train_loss": history["train_loss"][-1],
+        "train_loss": final_train_loss,
         "test_loss": history["test_loss"][-1],
         "seconds": round(seconds, 3),
         "history": history,
         # beyond the issue's schema
         "key": spec.key,
-        "gap": history["train_acc"][-1] - history["test_acc"][-1],
+        "gap": final_train_acc - history["test_acc"][-1],
+        "history_train_examples": min(n, TRAIN_MONITOR),
         "best_test_acc": history["test_acc"][best],
         "best_epoch": history["epoch"][best],
         "train_seconds": round(train_seconds, 3),
