@@ -64,8 +64,12 @@ def to_torch_dropout(model: nn.Module) -> nn.Module:
     """
     import dropkit as dk
 
-    swap = {dk.Dropout: nn.Dropout, dk.Dropout1d: nn.Dropout1d, dk.Dropout2d: nn.Dropout2d,
-            dk.Dropout3d: nn.Dropout3d}
+    swap = {
+        dk.Dropout: nn.Dropout,
+        dk.Dropout1d: nn.Dropout1d,
+        dk.Dropout2d: nn.Dropout2d,
+        dk.Dropout3d: nn.Dropout3d,
+    }
     for name, child in list(model.named_children()):
         kind = swap.get(type(child))
         if kind is not None:
@@ -98,12 +102,19 @@ def same_threads_for_numba():
 
 
 def _mlp(width: int, drop) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(40, width), nn.ReLU(), drop(), nn.Linear(width, width),
-                         nn.ReLU(), drop(), nn.Linear(width, 10))
+    return nn.Sequential(
+        nn.Linear(40, width),
+        nn.ReLU(),
+        drop(),
+        nn.Linear(width, width),
+        nn.ReLU(),
+        drop(),
+        nn.Linear(width, 10),
+    )
 
 
 def time_split(
-    width: int, batch: int, p: float, impls: Sequence[str], *, reps: int = 15, steps: int = 5
+    width: int, batch: int, p: float, impls: Sequence[str], *, reps: int = 60, steps: int = 1
 ) -> dict[str, Any]:
     """Time one training step with no dropout and with each implementation, side by side.
 
@@ -114,13 +125,16 @@ def time_split(
     (``dropout_alone_ms_<impl>``).
     Each is the fastest of ``reps`` round-robin repetitions (timeit's
     convention): on a shared machine the other processes only ever add time, so
-    the minimum is the estimate least disturbed by them.
+    the minimum is the estimate least disturbed by them. One step per
+    repetition by default: short blocks are the likeliest to run undisturbed.
     """
     import dropkit as dk
 
     drops = {"none": nn.Identity, "torch": lambda: nn.Dropout(p), "dropkit": lambda: dk.Dropout(p)}
-    functional = {"torch": lambda z: nn.functional.dropout(z, p),
-                  "dropkit": lambda z: dk.dropout(z, p)}
+    functional = {
+        "torch": lambda z: nn.functional.dropout(z, p),
+        "dropkit": lambda z: dk.dropout(z, p),
+    }
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 40, generator=gen)
     y = torch.randint(0, 10, (batch,), generator=gen)
@@ -199,39 +213,59 @@ class Convergence(Experiment):
         "impl": ["torch", "dropkit"],
         "target": 0.60,
         "timing": list(TIMING_SETTINGS),
-        "timing_reps": 20,
+        "timing_reps": 60,
     }
     plot_name = "convergence.png"
 
     @classmethod
     def add_arguments(cls, group) -> None:
-        group.add_argument("--impl", default=None,
-                           help="dropout implementation(s), comma-separated: torch, dropkit "
-                           "(default: both)")
-        group.add_argument("--target", type=float, default=None,
-                           help="target test accuracy for epochs/seconds to target "
-                           "(default 0.60: ~90%% of the unregularized wide MLP's best on "
-                           "MNIST-1D)")
-        group.add_argument("--timing", default=None,
-                           help="network shapes for the time split, comma-separated: "
-                           f"{', '.join(TIMING_SETTINGS)} (default: all); 'none' skips it")
-        group.add_argument("--timing-reps", dest="timing_reps", type=int, default=None,
-                           help="repetitions of the side-by-side step timing (default 20)")
+        group.add_argument(
+            "--impl",
+            default=None,
+            help="dropout implementation(s), comma-separated: torch, dropkit (default: both)",
+        )
+        group.add_argument(
+            "--target",
+            type=float,
+            default=None,
+            help="target test accuracy for epochs/seconds to target "
+            "(default 0.60: ~90%% of the unregularized wide MLP's best on "
+            "MNIST-1D)",
+        )
+        group.add_argument(
+            "--timing",
+            default=None,
+            help="network shapes for the time split, comma-separated: "
+            f"{', '.join(TIMING_SETTINGS)} (default: all); 'none' skips it",
+        )
+        group.add_argument(
+            "--timing-reps",
+            dest="timing_reps",
+            type=int,
+            default=None,
+            help="repetitions of the side-by-side step timing (default 60)",
+        )
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         impls = choices(config["impl"], IMPLS, "dropout implementation (--impl)")
         target = float(config["target"])
         if not 0.0 < target <= 1.0:
-            raise ValueError(f"Invalid value for --target: expected 0 < target <= 1. "
-                             f"Received: {target}")
-        timing = [] if config["timing"] in ("none", ["none"]) else choices(
-            config["timing"], tuple(TIMING_SETTINGS), "timing setting (--timing)")
+            raise ValueError(
+                f"Invalid value for --target: expected 0 < target <= 1. Received: {target}"
+            )
+        timing = (
+            []
+            if config["timing"] in ("none", ["none"])
+            else choices(config["timing"], tuple(TIMING_SETTINGS), "timing setting (--timing)")
+        )
         if int(config["timing_reps"]) < 1:
             raise ValueError(f"Invalid value for --timing-reps: {config['timing_reps']}")
         for name in config["regularizers"]:
             if name not in ("none", "dropout"):
-                raise ValueError(f"convergence compares 'none' with 'dropout'; received "
-                                 f"regularizer {name!r}. Choose from: none, dropout.")
+                raise ValueError(
+                    f"convergence compares 'none' with 'dropout'; received "
+                    f"regularizer {name!r}. Choose from: none, dropout."
+                )
         specs = []
         for seed in config["seeds"]:
             for model in config["models"]:
@@ -239,21 +273,39 @@ class Convergence(Experiment):
                 for reg in config["regularizers"]:
                     for impl in impls if reg == "dropout" else ["n/a"]:
                         for p in s["p"] if reg == "dropout" else [0.0]:
-                            specs.append(RunSpec(
-                                dataset=config["dataset"], model=model, regularizer=reg,
-                                p=float(p), seed=int(seed), epochs=s["epochs"],
-                                batch_size=s["batch_size"], lr=s["lr"],
-                                extra={"kind": "train", "impl": impl, "target": target},
-                            ))
+                            specs.append(
+                                RunSpec(
+                                    dataset=config["dataset"],
+                                    model=model,
+                                    regularizer=reg,
+                                    p=float(p),
+                                    seed=int(seed),
+                                    epochs=s["epochs"],
+                                    batch_size=s["batch_size"],
+                                    lr=s["lr"],
+                                    extra={"kind": "train", "impl": impl, "target": target},
+                                )
+                            )
         p_timing = max(model_settings(config, config["models"][0])["p"] or [0.5])
         for setting in timing:
-            specs.append(RunSpec(
-                dataset=config["dataset"], model=f"mlp-{TIMING_SETTINGS[setting][0]}",
-                regularizer="dropout", p=float(p_timing), seed=0, epochs=0,
-                batch_size=TIMING_SETTINGS[setting][1], lr=0.0,
-                extra={"kind": "timing", "impl": ",".join(impls), "setting": setting,
-                       "reps": int(config["timing_reps"])},
-            ))
+            specs.append(
+                RunSpec(
+                    dataset=config["dataset"],
+                    model=f"mlp-{TIMING_SETTINGS[setting][0]}",
+                    regularizer="dropout",
+                    p=float(p_timing),
+                    seed=0,
+                    epochs=0,
+                    batch_size=TIMING_SETTINGS[setting][1],
+                    lr=0.0,
+                    extra={
+                        "kind": "timing",
+                        "impl": ",".join(impls),
+                        "setting": setting,
+                        "reps": int(config["timing_reps"]),
+                    },
+                )
+            )
         return specs
 
     def run_one(self, spec, data, ctx):
@@ -284,14 +336,29 @@ class Convergence(Experiment):
         with same_threads_for_numba():
             split = time_split(width, batch, spec.p, impls, reps=int(spec.extra["reps"]))
         record: dict[str, Any] = {
-            "dataset": spec.dataset, "model": spec.model, "regularizer": spec.regularizer,
-            "p": spec.p, "seed": spec.seed, "train_acc": None, "test_acc": None,
-            "train_loss": None, "test_loss": None,
+            "dataset": spec.dataset,
+            "model": spec.model,
+            "regularizer": spec.regularizer,
+            "p": spec.p,
+            "seed": spec.seed,
+            "train_acc": None,
+            "test_acc": None,
+            "train_loss": None,
+            "test_loss": None,
             "seconds": round(time.perf_counter() - t0, 3),
-            "history": {"epoch": [], "train_acc": [], "test_acc": [], "train_loss": [],
-                        "test_loss": []},
-            "key": spec.key, "width": width, "batch_size": batch, "description": description,
-            **spec.extra, **{k: round(v, 4) for k, v in split.items()},
+            "history": {
+                "epoch": [],
+                "train_acc": [],
+                "test_acc": [],
+                "train_loss": [],
+                "test_loss": [],
+            },
+            "key": spec.key,
+            "width": width,
+            "batch_size": batch,
+            "description": description,
+            **spec.extra,
+            **{k: round(v, 4) for k, v in split.items()},
         }
         if ctx.progress is not None:
             ctx.progress(1, 1)
@@ -305,29 +372,35 @@ class Convergence(Experiment):
             train, ("model", "regularizer", "impl", "p")
         ).items():
             reached = [r for r in runs if r["epochs_to_target"] is not None]
-            rows.append({
-                "model": model, "variant": _label(runs[0]), "n": len(runs),
-                "test_acc": mean_std(r["test_acc"] for r in runs),
-                "train_acc": mean_std(r["train_acc"] for r in runs),
-                "reached": f"{len(reached)}/{len(runs)}",
-                "epochs_to_target": mean_std(r["epochs_to_target"] for r in reached),
-                "seconds_to_target": mean_std(r["seconds_to_target"] for r in reached),
-                "s_per_epoch": mean_std(r["seconds_per_epoch"] for r in runs),
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "variant": _label(runs[0]),
+                    "n": len(runs),
+                    "test_acc": mean_std(r["test_acc"] for r in runs),
+                    "train_acc": mean_std(r["train_acc"] for r in runs),
+                    "reached": f"{len(reached)}/{len(runs)}",
+                    "epochs_to_target": mean_std(r["epochs_to_target"] for r in reached),
+                    "seconds_to_target": mean_std(r["seconds_to_target"] for r in reached),
+                    "s_per_epoch": mean_std(r["seconds_per_epoch"] for r in runs),
+                }
+            )
         for r in records:
             if r.get("kind") != "timing":
                 continue
             for impl in r["impl"].split(","):
-                rows.append({
-                    "model": f"{r['model']} batch {r['batch_size']}",
-                    "variant": f"timing: {impl} dropout p={r['p']:g}",
-                    "n": 1,
-                    "step_ms_none": round(r["step_ms_none"], 3),
-                    "step_ms": round(r[f"step_ms_{impl}"], 3),
-                    "dropout_ms": round(r[f"dropout_ms_{impl}"], 3),
-                    "dropout_alone_ms": round(r[f"dropout_alone_ms_{impl}"], 3),
-                    "dropout_share": f"{100 * r[f'dropout_share_{impl}']:.0f}%",
-                })
+                rows.append(
+                    {
+                        "model": f"{r['model']} batch {r['batch_size']}",
+                        "variant": f"timing: {impl} dropout p={r['p']:g}",
+                        "n": 1,
+                        "step_ms_none": round(r["step_ms_none"], 3),
+                        "step_ms": round(r[f"step_ms_{impl}"], 3),
+                        "dropout_ms": round(r[f"dropout_ms_{impl}"], 3),
+                        "dropout_alone_ms": round(r[f"dropout_alone_ms_{impl}"], 3),
+                        "dropout_share": f"{100 * r[f'dropout_share_{impl}']:.0f}%",
+                    }
+                )
         return rows
 
     def plots(self, records, config, out_dir):
@@ -338,8 +411,9 @@ class Convergence(Experiment):
         timing = [r for r in records if r.get("kind") == "timing"]
         images = []
         if train:
-            images.append(plot_curves(train, out_dir / "curves.png",
-                                      label=lambda r, _rs: _label(r)))
+            images.append(
+                plot_curves(train, out_dir / "curves.png", label=lambda r, _rs: _label(r))
+            )
         plt = pyplot()
         if train:
             target = float(config["target"])
@@ -348,10 +422,8 @@ class Convergence(Experiment):
             for i, ((label,), runs) in enumerate(group(train, lambda r: (_label(r),)).items()):
                 color = cmap(i % 10)
                 n = min(len(r["history"]["epoch"]) for r in runs)
-                acc = [sum(r["history"]["test_acc"][k] for r in runs) / len(runs)
-                       for k in range(n)]
-                secs = [sum(r["history"]["seconds"][k] for r in runs) / len(runs)
-                        for k in range(n)]
+                acc = [sum(r["history"]["test_acc"][k] for r in runs) / len(runs) for k in range(n)]
+                secs = [sum(r["history"]["seconds"][k] for r in runs) / len(runs) for k in range(n)]
                 style = "--" if "torch" in label else "-"
                 ax_e.plot(runs[0]["history"]["epoch"][:n], acc, style, color=color, label=label)
                 ax_s.plot(secs, acc, style, color=color, label=label)
@@ -373,22 +445,30 @@ class Convergence(Experiment):
             plt.close(fig)
             images.append(path)
         if timing:
-            fig, ax = plt.subplots(figsize=(10, 0.9 + 0.75 * sum(
-                1 + len(r["impl"].split(",")) for r in timing)))
+            fig, ax = plt.subplots(
+                figsize=(10, 0.9 + 0.75 * sum(1 + len(r["impl"].split(",")) for r in timing))
+            )
             labels, rest, drop = [], [], []
             for r in timing:
                 for variant in ("none", *r["impl"].split(",")):
                     step = r[f"step_ms_{variant}"]
                     d = 0.0 if variant == "none" else r[f"dropout_ms_{variant}"]
                     d = min(d, step)
-                    labels.append(f"{r['model']}, batch {r['batch_size']}: "
-                                  f"{'no dropout' if variant == 'none' else variant}")
+                    labels.append(
+                        f"{r['model']}, batch {r['batch_size']}: "
+                        f"{'no dropout' if variant == 'none' else variant}"
+                    )
                     rest.append(step - d)
                     drop.append(d)
             ypos = list(range(len(labels)))[::-1]
             ax.barh(ypos, rest, color="#9bbbe0", label="rest of the step (matmuls, Adam, ...)")
-            ax.barh(ypos, drop, left=rest, color="#d9534f",
-                    label="dropout forward + backward (step with − step without)")
+            ax.barh(
+                ypos,
+                drop,
+                left=rest,
+                color="#d9534f",
+                label="dropout forward + backward (step with − step without)",
+            )
             for y, a, b in zip(ypos, rest, drop, strict=True):
                 share = f" ({100 * b / (a + b):.0f}%)" if b > 0 else ""
                 ax.text(a + b, y, f" {a + b:.2f} ms{share}", va="center", fontsize=8)
@@ -421,8 +501,11 @@ def _side_by_side_estimate(runs: Sequence[dict[str, Any]], records: Sequence[dic
     """
     r0 = runs[0]
     width = _WIDTHS.get(r0["model"])
-    rows = [t for t in records if t.get("kind") == "timing" and t["width"] == width
-            and t["batch_size"] == r0["batch_size"]]
+    rows = [
+        t
+        for t in records
+        if t.get("kind") == "timing" and t["width"] == width and t["batch_size"] == r0["batch_size"]
+    ]
     if not rows:
         return ""
     t = rows[0]
@@ -433,20 +516,25 @@ def _side_by_side_estimate(runs: Sequence[dict[str, Any]], records: Sequence[dic
         return ""
     s0 = e0 * steps * t["step_ms_none"] / 1e3
     bits = []
-    for (impl, p), rs in group([r for r in runs if r["regularizer"] == "dropout"],
-                               ("impl", "p")).items():
+    for (impl, p), rs in group(
+        [r for r in runs if r["regularizer"] == "dropout"], ("impl", "p")
+    ).items():
         e = nanmean([r["epochs_to_target"] for r in rs])
         key = f"step_ms_{impl}"
         if math.isnan(e) or key not in t:
             continue
         s = e * steps * t[key] / 1e3
-        bits.append(f"{impl} p = {p:g}: {s:.2f} s ({s / s0:.2f}x = {e / e0:.2f}x epochs x "
-                    f"{t[key] / t['step_ms_none']:.2f}x step)")
+        bits.append(
+            f"{impl} p = {p:g}: {s:.2f} s ({s / s0:.2f}x = {e / e0:.2f}x epochs x "
+            f"{t[key] / t['step_ms_none']:.2f}x step)"
+        )
     if not bits:
         return ""
-    return (f"Training time to target from the side-by-side step times of the same shape "
-            f"(timing row '{t['setting']}', p = {t['p']:g}; less exposed to the machine's load "
-            f"than the wall seconds above): none {s0:.2f} s; " + "; ".join(bits) + ".")
+    return (
+        f"Training time to target from the side-by-side step times of the same shape "
+        f"(timing row '{t['setting']}', p = {t['p']:g}; less exposed to the machine's load "
+        f"than the wall seconds above): none {s0:.2f} s; " + "; ".join(bits) + "."
+    )
 
 
 def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> list[str]:
@@ -461,20 +549,27 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
             t0 = nanmean([r["seconds_per_epoch"] for r in base])
             n0 = sum(r["epochs_to_target"] is not None for r in base)
             if n0 == 0:
-                text.append("Without dropout the network never reached the target, so "
-                            "time to target cannot be compared; lower --target.")
+                text.append(
+                    "Without dropout the network never reached the target, so "
+                    "time to target cannot be compared; lower --target."
+                )
             else:
-                text.append(f"Without dropout it reaches the target after {e0:.1f} epochs "
-                            f"({s0:.1f} s; {n0}/{len(base)} seeds).")
-            for (impl, p), rs in group([r for r in runs if r["regularizer"] == "dropout"],
-                                       ("impl", "p")).items():
+                text.append(
+                    f"Without dropout it reaches the target after {e0:.1f} epochs "
+                    f"({s0:.1f} s; {n0}/{len(base)} seeds)."
+                )
+            for (impl, p), rs in group(
+                [r for r in runs if r["regularizer"] == "dropout"], ("impl", "p")
+            ).items():
                 n = sum(r["epochs_to_target"] is not None for r in rs)
                 t = nanmean([r["seconds_per_epoch"] for r in rs])
                 step_ratio = t / t0 if t0 > 0 else math.nan
                 if n == 0:
-                    text.append(f"With {impl} dropout p = {p:g} it never reaches the target in "
-                                f"{rs[0]['epochs']} epochs (final test accuracy "
-                                f"{pct(nanmean([r['test_acc'] for r in rs]))}).")
+                    text.append(
+                        f"With {impl} dropout p = {p:g} it never reaches the target in "
+                        f"{rs[0]['epochs']} epochs (final test accuracy "
+                        f"{pct(nanmean([r['test_acc'] for r in rs]))})."
+                    )
                     continue
                 e = nanmean([r["epochs_to_target"] for r in rs])
                 s = nanmean([r["seconds_to_target"] for r in rs])
@@ -497,31 +592,45 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
         shares: dict[str, float] = {}
         for r in timing:
             impls = r["impl"].split(",")
-            bits = [f"{impl}: {r[f'step_ms_{impl}']:.3f} ms, of which dropout "
-                    f"{r[f'dropout_ms_{impl}']:.3f} ms ({100 * r[f'dropout_share_{impl}']:.0f}%; "
-                    f"its kernels alone {r[f'dropout_alone_ms_{impl}']:.3f} ms)" for impl in impls]
-            parts.append(f"{r['description']}: no dropout {r['step_ms_none']:.3f} ms per step; "
-                         + "; ".join(bits) + ".")
+            bits = [
+                f"{impl}: {r[f'step_ms_{impl}']:.3f} ms, of which dropout "
+                f"{r[f'dropout_ms_{impl}']:.3f} ms ({100 * r[f'dropout_share_{impl}']:.0f}%; "
+                f"its kernels alone {r[f'dropout_alone_ms_{impl}']:.3f} ms)"
+                for impl in impls
+            ]
+            parts.append(
+                f"{r['description']}: no dropout {r['step_ms_none']:.3f} ms per step; "
+                + "; ".join(bits)
+                + "."
+            )
             shares[r["description"]] = max(r[f"dropout_share_{impl}"] for impl in impls)
         big = max(shares, key=shares.__getitem__)
         small = min(shares, key=shares.__getitem__)
-        text = ("Time per training step (fastest of side-by-side repetitions; dropout's part = "
-                "step with dropout minus step without): " + " ".join(parts))
+        text = (
+            "Time per training step (fastest of side-by-side repetitions; dropout's part = "
+            "step with dropout minus step without): " + " ".join(parts)
+        )
         if big != small:
-            text += (f" Dropout's share of the step is largest for {big} "
-                     f"({100 * shares[big]:.0f}%) and smallest for {small} "
-                     f"({100 * shares[small]:.0f}%).")
+            text += (
+                f" Dropout's share of the step is largest for {big} "
+                f"({100 * shares[big]:.0f}%) and smallest for {small} "
+                f"({100 * shares[small]:.0f}%)."
+            )
         if "torch" in timing[0]["impl"] and "dropkit" in timing[0]["impl"]:
             for r in timing:
                 faster = "dropkit" if r["step_ms_dropkit"] < r["step_ms_torch"] else "torch"
                 slower = "torch" if faster == "dropkit" else "dropkit"
-                text += (f" {r['description']}: the step with {faster}'s dropout is "
-                         f"{r[f'step_ms_{slower}'] / r[f'step_ms_{faster}']:.2f}x faster than "
-                         f"with {slower}'s.")
-        text += (" Dropout's cost is linear in the activations while a linear layer's is "
-                 "activations x fan-in, so its share shrinks as layers widen; networks people "
-                 "train (hundreds to thousands of units, convolutions, attention) are usually "
-                 "in the small-share regime, where the extra time to a target is mostly "
-                 "optimisation, not the sampling kernel.")
+                text += (
+                    f" {r['description']}: the step with {faster}'s dropout is "
+                    f"{r[f'step_ms_{slower}'] / r[f'step_ms_{faster}']:.2f}x faster than "
+                    f"with {slower}'s."
+                )
+        text += (
+            " Dropout's cost is linear in the activations while a linear layer's is "
+            "activations x fan-in, so its share shrinks as layers widen; networks people "
+            "train (hundreds to thousands of units, convolutions, attention) are usually "
+            "in the small-share regime, where the extra time to a target is mostly "
+            "optimisation, not the sampling kernel."
+        )
         paragraphs.append(text)
     return paragraphs

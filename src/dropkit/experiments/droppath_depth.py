@@ -38,15 +38,15 @@ SCHEDULES = ("linear", "uniform")
 CONVERGED_LOSS_RATIO = 0.5
 
 
-def build_resmlp(in_features: int, n_classes: int, max_rate: float, schedule: str,
-                 depth: int, width: int = 64) -> nn.Module:
+def build_resmlp(
+    in_features: int, n_classes: int, max_rate: float, schedule: str, depth: int, width: int = 64
+) -> nn.Module:
     """The framework's ``ResMLP`` with ``depth`` blocks and DropPath by ``schedule``."""
     import dropkit as dk
 
     reg = regularizers.get("droppath")
     model = ResMLP(in_features, n_classes, reg, max_rate, width=width, depth=depth)
-    rates = (dk.drop_path_rates(depth, max_rate) if schedule == "linear"
-             else [max_rate] * depth)
+    rates = dk.drop_path_rates(depth, max_rate) if schedule == "linear" else [max_rate] * depth
     for block, rate in zip(model.blocks, rates, strict=True):
         block.drop_path = dk.DropPath(rate) if rate > 0 else nn.Identity()
     return model
@@ -67,7 +67,7 @@ class DropPathDepth(Experiment):
         "models": ["resmlp"],
         "regularizers": ["droppath"],
         "p": [0.0, 0.1, 0.3, 0.5, 0.7, 0.9],
-        "epochs": 20,
+        "epochs": 15,
         "seeds": [0, 1],
         "schedules": list(SCHEDULES),
         "depth": 12,
@@ -76,11 +76,15 @@ class DropPathDepth(Experiment):
 
     @classmethod
     def add_arguments(cls, group) -> None:
-        group.add_argument("--schedules", default=None,
-                           help="DropPath schedules, comma-separated: linear, uniform "
-                           "(default: both); --p gives the max rates")
-        group.add_argument("--depth", type=int, default=None,
-                           help="residual blocks of the resmlp (default 12)")
+        group.add_argument(
+            "--schedules",
+            default=None,
+            help="DropPath schedules, comma-separated: linear, uniform "
+            "(default: both); --p gives the max rates",
+        )
+        group.add_argument(
+            "--depth", type=int, default=None, help="residual blocks of the resmlp (default 12)"
+        )
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         schedules = choices(config["schedules"], SCHEDULES, "DropPath schedule (--schedules)")
@@ -88,8 +92,10 @@ class DropPathDepth(Experiment):
         if depth < 2:
             raise ValueError(f"Invalid value for --depth: expected >= 2. Received: {depth}")
         if config["models"] != ["resmlp"]:
-            raise ValueError("droppath trains the residual MLP only; use --model resmlp "
-                             f"(received {', '.join(config['models'])}).")
+            raise ValueError(
+                "droppath trains the residual MLP only; use --model resmlp "
+                f"(received {', '.join(config['models'])})."
+            )
         specs = []
         for seed in config["seeds"]:
             s = model_settings(config, "resmlp")
@@ -98,12 +104,19 @@ class DropPathDepth(Experiment):
                 for rate in rates:
                     if rate == 0.0 and schedule != schedules[0]:
                         continue  # rate 0: both schedules are the same network
-                    specs.append(RunSpec(
-                        dataset=config["dataset"], model="resmlp", regularizer="droppath",
-                        p=float(rate), seed=int(seed), epochs=s["epochs"],
-                        batch_size=s["batch_size"], lr=s["lr"],
-                        extra={"schedule": schedule if rate > 0 else "none", "depth": depth},
-                    ))
+                    specs.append(
+                        RunSpec(
+                            dataset=config["dataset"],
+                            model="resmlp",
+                            regularizer="droppath",
+                            p=float(rate),
+                            seed=int(seed),
+                            epochs=s["epochs"],
+                            batch_size=s["batch_size"],
+                            lr=s["lr"],
+                            extra={"schedule": schedule if rate > 0 else "none", "depth": depth},
+                        )
+                    )
         return specs
 
     def run_one(self, spec, data, ctx):
@@ -111,44 +124,60 @@ class DropPathDepth(Experiment):
         schedule = spec.extra["schedule"]
 
         def build() -> nn.Module:
-            model = build_resmlp(data.n_features, data.n_classes, spec.p,
-                                 "linear" if schedule == "none" else schedule,
-                                 spec.extra["depth"]).to(ctx.device)
+            model = build_resmlp(
+                data.n_features,
+                data.n_classes,
+                spec.p,
+                "linear" if schedule == "none" else schedule,
+                spec.extra["depth"],
+            ).to(ctx.device)
             model.eval()
             initial["acc"], initial["loss"] = evaluate(
-                model, data.x_train.to(ctx.device), data.y_train.to(ctx.device))
+                model, data.x_train.to(ctx.device), data.y_train.to(ctx.device)
+            )
             return model
 
         record = train_run(spec, data, ctx, model=build).record
         record["initial_train_loss"] = initial["loss"]
         record["loss_ratio"] = record["train_loss"] / initial["loss"]
-        record["converged"] = bool(record["loss_ratio"] <= CONVERGED_LOSS_RATIO
-                                   and math.isfinite(record["train_loss"]))
+        record["converged"] = bool(
+            record["loss_ratio"] <= CONVERGED_LOSS_RATIO and math.isfinite(record["train_loss"])
+        )
         return record
 
     # ------------------------------------------------------------- results
     def table(self, records, config):
         rows = []
         for (schedule, p), runs in group(records, ("schedule", "p")).items():
-            rows.append({
-                "schedule": schedule, "max rate": p, "n": len(runs),
-                "test_acc": mean_std(r["test_acc"] for r in runs),
-                "train_acc": mean_std(r["train_acc"] for r in runs),
-                "loss_ratio": mean_std(r["loss_ratio"] for r in runs),
-                "converged": f"{sum(r['converged'] for r in runs)}/{len(runs)}",
-            })
+            rows.append(
+                {
+                    "schedule": schedule,
+                    "max rate": p,
+                    "n": len(runs),
+                    "test_acc": mean_std(r["test_acc"] for r in runs),
+                    "train_acc": mean_std(r["train_acc"] for r in runs),
+                    "loss_ratio": mean_std(r["loss_ratio"] for r in runs),
+                    "converged": f"{sum(r['converged'] for r in runs)}/{len(runs)}",
+                }
+            )
         return rows
 
     def plots(self, records, config, out_dir):
         from dropkit.experiments.plots import plot_curves, pyplot
 
         out_dir = Path(out_dir)
-        images = [plot_curves(records, out_dir / "curves.png",
-                              label=lambda r, _rs: f"{r['schedule']} max={r['p']:g}",
-                              panel=lambda r: f"resmlp ({r['depth']} blocks) on {r['dataset']}")]
+        images = [
+            plot_curves(
+                records,
+                out_dir / "curves.png",
+                label=lambda r, _rs: f"{r['schedule']} max={r['p']:g}",
+                panel=lambda r: f"resmlp ({r['depth']} blocks) on {r['dataset']}",
+            )
+        ]
         plt = pyplot()
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
         base = [r for r in records if r["schedule"] == "none"]
+        marked = False
         for i, schedule in enumerate(SCHEDULES):
             runs = base + [r for r in records if r["schedule"] == schedule]
             if len(runs) == len(base):
@@ -158,21 +187,56 @@ class DropPathDepth(Experiment):
             xs = [p for (p,), _ in by_p]
             for field, style, name in (("test_acc", "-o", "test"), ("train_acc", "--s", "train")):
                 ms = [mean_std(r[field] for r in rs) for _, rs in by_p]
-                ax_acc.errorbar(xs, [m for m, _ in ms], yerr=[s for _, s in ms], fmt=style,
-                                color=color, capsize=3, ms=4, label=f"{schedule}: {name}")
+                ax_acc.errorbar(
+                    xs,
+                    [m for m, _ in ms],
+                    yerr=[s for _, s in ms],
+                    fmt=style,
+                    color=color,
+                    capsize=3,
+                    ms=4,
+                    label=f"{schedule}: {name}",
+                )
             ratio = [mean_std(r["loss_ratio"] for r in rs) for _, rs in by_p]
-            ax_loss.errorbar(xs, [m for m, _ in ratio], yerr=[s for _, s in ratio], fmt="-o",
-                             color=color, capsize=3, ms=4, label=schedule)
+            ax_loss.errorbar(
+                xs,
+                [m for m, _ in ratio],
+                yerr=[s for _, s in ratio],
+                fmt="-o",
+                color=color,
+                capsize=3,
+                ms=4,
+                label=schedule,
+            )
             for (p,), rs in by_p:
                 failed = [r for r in rs if not r["converged"]]
                 if failed:
                     y = mean_std(r["test_acc"] for r in rs)[0]
-                    ax_acc.plot([p], [y], "x", color="red", ms=12, mew=2.5,
-                                label="did not converge (≥1 seed)" if i == 0 else None)
-                    ax_loss.plot([p], [mean_std(r["loss_ratio"] for r in rs)[0]], "x",
-                                 color="red", ms=12, mew=2.5)
-        ax_loss.axhline(CONVERGED_LOSS_RATIO, color="k", ls=":", lw=1,
-                        label=f"criterion: final/start ≤ {CONVERGED_LOSS_RATIO:g}")
+                    ax_acc.plot(
+                        [p],
+                        [y],
+                        "x",
+                        color="red",
+                        ms=12,
+                        mew=2.5,
+                        label="did not converge (≥1 seed)" if not marked else None,
+                    )
+                    marked = True
+                    ax_loss.plot(
+                        [p],
+                        [mean_std(r["loss_ratio"] for r in rs)[0]],
+                        "x",
+                        color="red",
+                        ms=12,
+                        mew=2.5,
+                    )
+        ax_loss.axhline(
+            CONVERGED_LOSS_RATIO,
+            color="k",
+            ls=":",
+            lw=1,
+            label=f"criterion: final/start ≤ {CONVERGED_LOSS_RATIO:g}",
+        )
         depth = records[0]["depth"] if records else "?"
         ax_acc.set_title(f"resmlp, {depth} blocks: accuracy against max DropPath rate")
         ax_acc.set_xlabel("max DropPath rate")
@@ -200,13 +264,17 @@ def droppath_reading(records: list[dict[str, Any]]) -> list[str]:
         return []
     depth = records[0]["depth"]
     base = [r for r in records if r["schedule"] == "none"]
-    text = [f"resmlp with {depth} residual blocks, {records[0]['epochs']} epochs; a run counts as "
-            f"converged when its final training loss is at most {CONVERGED_LOSS_RATIO:g}x its "
-            "starting value."]
+    text = [
+        f"resmlp with {depth} residual blocks, {records[0]['epochs']} epochs; a run counts as "
+        f"converged when its final training loss is at most {CONVERGED_LOSS_RATIO:g}x its "
+        "starting value."
+    ]
     if base:
-        text.append(f"Without DropPath: test {pct(mean_std(r['test_acc'] for r in base)[0])}, "
-                    f"train {pct(mean_std(r['train_acc'] for r in base)[0])}, loss ratio "
-                    f"{mean_std(r['loss_ratio'] for r in base)[0]:.2f}.")
+        text.append(
+            f"Without DropPath: test {pct(mean_std(r['test_acc'] for r in base)[0])}, "
+            f"train {pct(mean_std(r['train_acc'] for r in base)[0])}, loss ratio "
+            f"{mean_std(r['loss_ratio'] for r in base)[0]:.2f}."
+        )
     best_overall = None
     for schedule in SCHEDULES:
         runs = [r for r in records if r["schedule"] == schedule]
@@ -219,17 +287,23 @@ def droppath_reading(records: list[dict[str, Any]]) -> list[str]:
         if best_overall is None or accs[best] > best_overall[2]:
             best_overall = (schedule, best, accs[best])
         worst = max(accs)
-        part = (f"{schedule} schedule: test accuracy {pct(accs[min(accs)])} at max rate "
-                f"{min(accs):g} and {pct(accs[worst])} at {worst:g}; best {pct(accs[best])} at "
-                f"{best:g}.")
+        part = (
+            f"{schedule} schedule: test accuracy {pct(accs[min(accs)])} at max rate "
+            f"{min(accs):g} and {pct(accs[worst])} at {worst:g}; best {pct(accs[best])} at "
+            f"{best:g}."
+        )
         if failed:
-            part += (f" Training did not converge (by the criterion, in at least one seed) at "
-                     f"max rate {', '.join(f'{p:g}' for p in failed)}.")
+            part += (
+                f" Training did not converge (by the criterion, in at least one seed) at "
+                f"max rate {', '.join(f'{p:g}' for p in failed)}."
+            )
         else:
             part += " Every run converged by the criterion."
         text.append(part)
     if best_overall is not None and base:
         b = mean_std(r["test_acc"] for r in base)[0]
-        text.append(f"The best setting ({best_overall[0]}, max rate {best_overall[1]:g}) is "
-                    f"{100 * (best_overall[2] - b):+.1f} points against no DropPath.")
+        text.append(
+            f"The best setting ({best_overall[0]}, max rate {best_overall[1]:g}) is "
+            f"{100 * (best_overall[2] - b):+.1f} points against no DropPath."
+        )
     return [" ".join(text)]
