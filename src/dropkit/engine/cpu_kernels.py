@@ -3,17 +3,23 @@
 The backward of ``y = where(keep, x * scale, 0)`` is ``where(keep, g * scale, 0)``:
 the same kernel applied to the gradient, so there is one kernel per dtype.
 
-Design, from the measurements in shared/notes/engine-measurements.md: Philox
-is not the bottleneck, the element pass is.  So the work is cut into fixed
-chunks of ``BLOCK_COUNTERS`` counters (8 * BLOCK_COUNTERS elements) and each
-chunk does two simple loops:
+Design, from the measurements in shared/notes/engine-measurements.md and
+our own: Philox is not the bottleneck, the element pass and the memory are.
+So the work is cut into fixed chunks of ``BLOCK_COUNTERS`` counters
+(8 * BLOCK_COUNTERS elements) and each chunk does a few simple loops while its
+data sits in L1:
 
 1. Philox4x32-10 for the chunk's counters, the 4 words of each stored
-   contiguously in a small scratch buffer;
-2. one branch-free contiguous pass over the elements that reads the scratch
-   back as uint16.  On a little-endian machine halfword ``j`` of a counter's 4
-   words *is* the spec's lane ``j`` (low half of word ``j // 2`` first), so no
-   per-lane shifts are needed and LLVM vectorises the pass.
+   contiguously in a small scratch buffer (vectorised across counters);
+2. branch-free contiguous passes over the elements that read the scratch back
+   as uint16.  On a little-endian machine halfword ``j`` of a counter's 4 words
+   *is* the spec's lane ``j`` (low half of word ``j // 2`` first), so no
+   per-lane shifts are needed and LLVM vectorises the passes.  A dropped
+   element is zeroed by ANDing the bits of its product with 0 rather than by
+   a select: +0.0 even for inf/nan inputs, and faster.
+
+Parallel tasks are groups of ``TASK_CHUNKS`` chunks; small inputs run serially.
+Large outputs are advised to use transparent huge pages (see ``empty_like``).
 
 Chunks are independent and every element's lane depends only on its index, so
 the result does not depend on the number of threads or on the chunking.
