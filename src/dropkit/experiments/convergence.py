@@ -14,8 +14,8 @@ costs hide in that sentence, and this experiment separates them:
 * **time per step** -- for a few network shapes, the time of one training step
   (forward, backward, Adam) with no dropout, with ``torch.nn.Dropout`` and with
   dropkit's dropout (``--impl torch,dropkit``), measured side by side
-  (round-robin, fastest of the repetitions, so the load of a shared machine
-  hits every variant alike and is filtered out). The time spent in dropout
+  in CPU time of the process (round-robin, fastest of the repetitions, so the
+  load of a shared machine hits every variant alike and is filtered out). The time spent in dropout
   (forward + backward) is the step with dropout minus the step without; the
   same dropout calls timed alone on activations of the layer's shape (the
   kernels without the network around them) are reported beside it.
@@ -123,10 +123,12 @@ def time_split(
     0), and its share ``dropout_share_<impl>``; and the network's dropout calls
     timed alone, forward + backward, on activations of the same shape
     (``dropout_alone_ms_<impl>``).
-    Each is the fastest of ``reps`` round-robin repetitions (timeit's
-    convention): on a shared machine the other processes only ever add time, so
-    the minimum is the estimate least disturbed by them. One step per
-    repetition by default: short blocks are the likeliest to run undisturbed.
+    Times are CPU time of this process (``time.process_time``), not wall
+    time: on a shared machine, time spent waiting for a core is not the
+    network's cost (with several threads it is their total CPU time). Each is
+    the fastest of ``reps`` round-robin repetitions (timeit's convention):
+    other processes only ever add time (cache misses, migrations), so the
+    minimum is the estimate least disturbed by them.
     """
     import dropkit as dk
 
@@ -163,15 +165,15 @@ def time_split(
     drop_times: dict[str, list[float]] = {v: [] for v in impls}
     for _ in range(reps):
         for variant, (net, opt) in nets.items():
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(steps):
                 step(net, opt)
-            step_times[variant].append((time.perf_counter() - t0) / steps)
+            step_times[variant].append((time.process_time() - t0) / steps)
         for impl in impls:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             for _ in range(steps):
                 dropout_only(functional[impl])
-            drop_times[impl].append((time.perf_counter() - t0) / steps)
+            drop_times[impl].append((time.process_time() - t0) / steps)
     out: dict[str, Any] = {}
     for variant, values in step_times.items():
         out[f"step_ms_{variant}"] = 1e3 * min(values)
@@ -474,7 +476,7 @@ class Convergence(Experiment):
                 ax.text(a + b, y, f" {a + b:.2f} ms{share}", va="center", fontsize=8)
             ax.set_yticks(ypos, labels, fontsize=8)
             ax.set_xscale("log")
-            ax.set_xlabel("milliseconds per training step (fastest of the repetitions, log scale)")
+            ax.set_xlabel("CPU ms per training step (fastest of the repetitions, log scale)")
             ax.set_title(f"Time per step, side by side (p = {timing[0]['p']:g})")
             ax.legend(fontsize=8, loc="lower right")
             ax.grid(axis="x", alpha=0.3)
@@ -607,7 +609,7 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
         big = max(shares, key=shares.__getitem__)
         small = min(shares, key=shares.__getitem__)
         text = (
-            "Time per training step (fastest of side-by-side repetitions; dropout's part = "
+            "CPU time per training step (fastest of side-by-side repetitions; dropout's part = "
             "step with dropout minus step without): " + " ".join(parts)
         )
         if big != small:
