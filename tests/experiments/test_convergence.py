@@ -44,7 +44,7 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
     csv = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert "epochs_to_target" in csv and "seconds_to_target" in csv
     html = (out / "report.html").read_text()
-    assert "target test accuracy" in html and "Time per training step" in html
+    assert "target test accuracy" in html and "time per training step" in html
 
 
 def test_never_reached_target_is_null(tiny, tmp_path):
