@@ -40,6 +40,8 @@ import numba
 import numpy as np
 import torch
 
+from dropkit.engine.output_cache import CPU_OUTPUTS
+
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for
     raise ImportError("dropkit's CPU kernels read Philox words as halfwords: little-endian only")
 
@@ -384,7 +386,7 @@ def _madvise_hugepage():
 _madvise = _madvise_hugepage() if sys.platform.startswith("linux") else None
 
 
-def empty_like(x: torch.Tensor) -> torch.Tensor:
+def _empty_huge_like(x: torch.Tensor) -> torch.Tensor:
     """A contiguous ``torch.empty_like(x)`` whose large interior asks for huge pages."""
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
     nbytes = out.numel() * out.element_size()
@@ -395,6 +397,15 @@ def empty_like(x: torch.Tensor) -> torch.Tensor:
         if last > first:
             _madvise(first, last - first)  # a hint: failure changes nothing
     return out
+
+
+def empty_like(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor like ``x`` for a kernel's output.
+
+    Large ones come from the output cache (a buffer no tensor uses any more,
+    see ``output_cache``) or are fresh and advised to use huge pages.
+    """
+    return CPU_OUTPUTS.empty(x.shape, x.dtype, lambda: _empty_huge_like(x))
 
 
 def _flat_numpy(t: torch.Tensor) -> np.ndarray:
