@@ -100,10 +100,13 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
                     "small": "between one and two standard errors: suggestive, not clear",
                     "within noise": "within the seed-to-seed noise",
                 }[word]
+                loss_before = mean_std(r["test_loss"] for r in base)[0]
+                loss_after = mean_std(r["test_loss"] for r in rs)[0]
                 text.append(
                     f"{label} {direction} test accuracy by {abs(100 * d):.1f} points "
-                    f"({verdict}) and {'shrinks' if dgap < 0 else 'widens'} the gap by "
-                    f"{abs(100 * dgap):.1f} points."
+                    f"({verdict}), {'shrinks' if dgap < 0 else 'widens'} the gap by "
+                    f"{abs(100 * dgap):.1f} points and takes the test loss from "
+                    f"{loss_before:.3f} to {loss_after:.3f}."
                 )
         (best_reg, best_p), best_runs = ranked[0]
         best_acc, best_std = mean_std(r["test_acc"] for r in best_runs)

@@ -138,13 +138,16 @@ class DataSize(Experiment):
                 + "; ".join(parts)
                 + f". The largest gain is at {best['train_size']} examples."
             )
-            if rows[0]["gain"] > rows[-1]["gain"]:
+            smallest, largest = rows[0], rows[-1]
+            if best is smallest and len(rows) > 1:
+                text += " Here dropout helps most when data is scarce."
+            elif best is largest and len(rows) > 1:
+                text += " Here the gain grows with the training set."
+            elif len(rows) > 2:
                 text += (
-                    " Dropout helps more when data is scarce, where overfitting is worst, "
-                    "as in the dropout paper's data-set-size experiment."
+                    " The gain rises and then falls with the size of the training set, the "
+                    "shape of the dropout paper's data-set-size experiment (its fig. 10)."
                 )
-            else:
-                text += " Here the gain does not grow as the training set shrinks."
             paragraphs.append(text)
         if not paragraphs:
             paragraphs.append("Run with 'none' among the regularizers to measure the gain.")

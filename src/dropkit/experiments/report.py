@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dropkit.experiments.regularizers import REGULARIZERS
 from dropkit.experiments.summary import METRICS, fmt
 
 _TITLES = dict(METRICS) | {"n": "seeds", "p": "p"}
@@ -78,17 +80,36 @@ img{max-width:100%;border:1px solid #eee} pre{background:#f7f7f7;padding:.8em;ov
 """
 
 
+_NUMBER = re.compile(r"^[-+]?[\d.]+(e[-+]?\d+)?( ± [\d.]+)?$")
+
+
 def _html_table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="{"num" if i >= 3 else ""}">{html.escape(c)}</td>' for i, c in enumerate(r)
+            f"<td class='num'>{html.escape(c)}</td>"
+            if _NUMBER.match(c)
+            else f"<td>{html.escape(c)}</td>"
+            for c in r
         )
         + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _strength(reg: Any, config: dict[str, Any]) -> str:
+    parts = []
+    if reg.dropout or reg.droppath:
+        parts.append("p per model (table above)")
+    if reg.l2:
+        parts.append(f"weight_decay = {config.get('weight_decay'):g}")
+    if reg.l1:
+        parts.append(f"l1 = {config.get('l1'):g}")
+    if reg.max_norm:
+        parts.append(f"max norm = {config.get('max_norm'):g}")
+    return ", ".join(parts) or "-"
 
 
 def render(
@@ -138,6 +159,18 @@ def render(
             for m, s in settings.items()
         ]
         parts.append(_html_table(["model", "epochs", "batch", "lr", "p", "why"], srows))
+    used = [r for r in config.get("regularizers", []) if r in REGULARIZERS]
+    if used:
+        parts.append("<h2>Regularizers</h2>")
+        parts.append(
+            _html_table(
+                ["regularizer", "what it does", "strength"],
+                [
+                    [r, REGULARIZERS[r].description, _strength(REGULARIZERS[r], config)]
+                    for r in used
+                ],
+            )
+        )
     shown = {k: v for k, v in config.items() if k != "model_settings"}
     parts += [
         "<h2>Configuration</h2>",
