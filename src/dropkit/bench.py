@@ -5,6 +5,9 @@ by repetition (this machine is shared and noisy, so only ratios measured side
 by side mean anything):
 
 - ``dropkit``: ``dropkit.functional.dropout(x, p)`` (the Philox engine);
+- ``dropkit_uncached``: the same with dropkit's CPU output cache off, so that
+  every output is a fresh allocation, as torch's are (see
+  ``dropkit.engine.output_cache``);
 - ``torch``: ``torch.nn.functional.dropout(x, p)``;
 - ``mul``: ``torch.mul(x, s, out=y)``, the memory-bound reference (one read,
   one write, nothing random, no allocation);
@@ -34,7 +37,9 @@ import torch
 
 DEFAULT_SIZES = (1 << 20, 16 << 20)
 DEFAULT_DTYPES = ("float32", "bfloat16")
-CONTENDERS = ("dropkit", "torch", "mul")
+# dropkit_uncached: dropkit with its CPU output cache off (every output a fresh
+# allocation, as torch's), to show what the cache is worth.
+CONTENDERS = ("dropkit", "dropkit_uncached", "torch", "mul")
 PHASES = ("forward", "backward", "forward+backward")
 
 # The issue's targets, checked at 16M float32.
@@ -83,6 +88,25 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _uncached(fn: Callable) -> Callable:
+    """``fn`` with dropkit's CPU output cache off while it runs (and its backward)."""
+    from dropkit.engine.output_cache import CPU_OUTPUTS
+
+    class _Off:
+        def __enter__(self):
+            self.limit, CPU_OUTPUTS.limit_bytes = CPU_OUTPUTS.limit_bytes, 0
+
+        def __exit__(self, *exc):
+            CPU_OUTPUTS.limit_bytes = self.limit
+
+    def wrapped(*args, **kwargs):
+        with _Off():
+            return fn(*args, **kwargs)
+
+    wrapped.off = _Off
+    return wrapped
+
+
 def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
                      out: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The three timed callables of one contender."""
@@ -97,8 +121,11 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
 
         return {"forward": once, "backward": once, "forward+backward": twice}
 
-    if name == "dropkit":
+    if name.startswith("dropkit"):
         from dropkit.functional import dropout as fn
+
+        if name == "dropkit_uncached":
+            fn = _uncached(fn)
     else:
         fn = torch.nn.functional.dropout
     leaf = x.detach().requires_grad_()
@@ -108,14 +135,18 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
         with torch.no_grad():
             return fn(x, p, training=True)
 
+    off = getattr(fn, "off", nullcontext)  # the uncached variant's backward is uncached too
+
     def backward():
         if "y" not in kept:  # one graph, kept alive across repetitions
             kept["y"] = fn(leaf, p, training=True)
-        return torch.autograd.grad(kept["y"], leaf, grad, retain_graph=True)
+        with off():
+            return torch.autograd.grad(kept["y"], leaf, grad, retain_graph=True)
 
     def forward_backward():
-        y = fn(leaf, p, training=True)
-        return torch.autograd.grad(y, leaf, grad)
+        with off():
+            y = fn(leaf, p, training=True)
+            return torch.autograd.grad(y, leaf, grad)
 
     return {"forward": forward, "backward": backward, "forward+backward": forward_backward}
 
@@ -165,7 +196,8 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
                 for r in range(repeat):
                     if progress:
                         progress.update(task, description=f"{label}: repetition {r + 1}")
-                    order = CONTENDERS[r % 3:] + CONTENDERS[:r % 3]  # rotate who goes first
+                    turn = r % len(CONTENDERS)
+                    order = CONTENDERS[turn:] + CONTENDERS[:turn]  # rotate who goes first
                     for phase in PHASES:
                         for name in order:
                             times[(name, phase)].append(_timed(funcs[name][phase]))
@@ -175,7 +207,7 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
                 row = {"dtype": dtype_name, "numel": n, "p": p, "repeat": repeat,
                        "dropkit_first_call_s": first_call_s, "phases": {}}
                 for phase in PHASES:
-                    dk, tt, mul = (times[(name, phase)] for name in CONTENDERS)
+                    dk, dk_uncached, tt, mul = (times[(name, phase)] for name in CONTENDERS)
 
                     def ratio(a, b):
                         return statistics.median(u / v for u, v in zip(a, b, strict=True))
@@ -189,6 +221,8 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
                         "speedup_over_torch": ratio(tt, dk),
                         "dropkit_over_mul": ratio(dk, mul),
                         "torch_over_mul": ratio(tt, mul),
+                        "uncached_speedup_over_torch": ratio(tt, dk_uncached),
+                        "uncached_over_mul": ratio(dk_uncached, mul),
                     }
                 from dropkit.functional import dropout as dk_dropout
 
@@ -247,22 +281,26 @@ def render(result: dict) -> str:
     if m.get("load_average"):
         lines.append("load average at the end (1, 5, 15 min): "
                      + ", ".join(f"{v:.2f}" for v in m["load_average"]))
-    header = (f"{'dtype':9} {'size':>5} {'phase':17} {'dropkit ms':>10} {'torch ms':>9} "
-              f"{'mul ms':>7} {'vs torch':>9} {'vs mul':>7}")
+    header = (f"{'dtype':9} {'size':>5} {'phase':17} {'dropkit ms':>10} {'no-cache':>8} "
+              f"{'torch ms':>9} {'mul ms':>7} {'vs torch':>9} {'no-cache':>8} {'vs mul':>7}")
     lines.append(header)
     lines.append("-" * len(header))
     for row in result["rows"]:
         for phase, ph in row["phases"].items():
             ms = ph["median_ms"]
             lines.append(f"{row['dtype']:9} {format_size(row['numel']):>5} {phase:17} "
-                         f"{ms['dropkit']:10.2f} {ms['torch']:9.2f} {ms['mul']:7.2f} "
-                         f"{ph['speedup_over_torch']:8.1f}x {ph['dropkit_over_mul']:6.2f}x")
+                         f"{ms['dropkit']:10.2f} {ms['dropkit_uncached']:8.2f} "
+                         f"{ms['torch']:9.2f} {ms['mul']:7.2f} "
+                         f"{ph['speedup_over_torch']:8.1f}x "
+                         f"{ph['uncached_speedup_over_torch']:7.1f}x "
+                         f"{ph['dropkit_over_mul']:6.2f}x")
         saved = row["saved_bytes_per_element"]
         lines.append(f"{'':9} {'':5} bytes saved for backward per element: dropkit "
                      f"{saved['dropkit']:g}, torch {saved['torch']:g}; dropkit first call "
                      f"{row['dropkit_first_call_s']:.2f} s")
-    lines.append("'vs torch' = torch time / dropkit time; 'vs mul' = dropkit time / multiply "
-                 "time; medians of per-repetition ratios.")
+    lines.append("'vs torch' = torch time / dropkit time ('no-cache': dropkit with its CPU "
+                 "output cache off); 'vs mul' = dropkit time / multiply time; medians of "
+                 "per-repetition ratios.")
     if result["targets"]:
         lines.append("Targets at 16M float32:")
         for name, t in result["targets"].items():
