@@ -51,8 +51,14 @@ def _tolerances(p: float, c: float, v: float, n: int, channels: int) -> tuple[fl
 
 @pytest.mark.parametrize(
     "p, c, v",
-    [(0.1, 0.0, 1.0), (0.5, 0.0, 1.0), (0.5, 1.0, 1.0), (0.2, 2.0, 0.5), (0.7, 0.5, 2.0),
-     (0.5, 3.0, 1.0)],
+    [
+        (0.1, 0.0, 1.0),
+        (0.5, 0.0, 1.0),
+        (0.5, 1.0, 1.0),
+        (0.2, 2.0, 0.5),
+        (0.7, 0.5, 2.0),
+        (0.5, 3.0, 1.0),
+    ],
 )
 @pytest.mark.parametrize("layer", ["torch", "dropkit"])
 def test_variance_shift_matches_the_analytic_ratio(p, c, v, layer):
@@ -81,8 +87,9 @@ def test_variance_shift_matches_the_analytic_ratio(p, c, v, layer):
 
 def test_variance_shift_is_one_without_dropout_before_bn():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5),
-                          nn.Linear(16, 4))
+    model = nn.Sequential(
+        nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 4)
+    )
     x = torch.randn(2000, 8)
     rec = bn.variance_shift(model, x)["1"]
     assert rec.ratio == pytest.approx(1.0, abs=1e-12)
@@ -91,8 +98,15 @@ def test_variance_shift_is_one_without_dropout_before_bn():
 def _model_with_stats() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Linear(10, 32), nn.Dropout(0.4), nn.BatchNorm1d(32), nn.ReLU(),
-        nn.Linear(32, 32), dk.Dropout(0.3), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 3),
+        nn.Linear(10, 32),
+        nn.Dropout(0.4),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Linear(32, 32),
+        dk.Dropout(0.3),
+        nn.BatchNorm1d(32),
+        nn.ReLU(),
+        nn.Linear(32, 3),
     )
     x = torch.randn(600, 10) * 2 + 1
     y = torch.randint(0, 3, (600,))
@@ -192,8 +206,14 @@ def test_recalibrate_matches_the_eval_mode_input_statistics(as_):
 
 def test_recalibrate_conv_batchnorm_and_batch_size():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv1d(1, 8, 5, padding=2), dk.Dropout1d(0.3), nn.BatchNorm1d(8),
-                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 40, 10))
+    model = nn.Sequential(
+        nn.Conv1d(1, 8, 5, padding=2),
+        dk.Dropout1d(0.3),
+        nn.BatchNorm1d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 40, 10),
+    )
     x = torch.randn(256, 1, 40)
     model.train()
     model(x)

@@ -172,8 +172,9 @@ class _ChannelMoments:
     def var(self) -> Tensor:
         """Unbiased per-channel variance (BatchNorm's ``running_var`` convention)."""
         if self.m2 is None or self.count < 2:
-            raise ValueError("`data` holds fewer than two values per channel; cannot estimate a "
-                             "variance")
+            raise ValueError(
+                "`data` holds fewer than two values per channel; cannot estimate a variance"
+            )
         return self.m2 / (self.count - 1)
 
 
@@ -218,9 +219,7 @@ def _bn_buffers(layers: dict[str, _BatchNorm]) -> dict[str, dict[str, Tensor]]:
     }
 
 
-def _restore_bn_buffers(
-    layers: dict[str, _BatchNorm], saved: dict[str, dict[str, Tensor]]
-) -> None:
+def _restore_bn_buffers(layers: dict[str, _BatchNorm], saved: dict[str, dict[str, Tensor]]) -> None:
     with torch.no_grad():
         for name, layer in layers.items():
             for k, b in layer.named_buffers(recurse=False):
@@ -339,8 +338,10 @@ def recalibrate(model: nn.Module, data: Data, *, batch_size: int | None = None) 
     """
     layers = {n: m for n, m in _batch_norms(model).items() if m.track_running_stats}
     if not layers:
-        raise ValueError("No BatchNorm layer of the model tracks running statistics "
-                         "(track_running_stats=False everywhere); nothing to recalibrate.")
+        raise ValueError(
+            "No BatchNorm layer of the model tracks running statistics "
+            "(track_running_stats=False everywhere); nothing to recalibrate."
+        )
     data = _reusable(data)
     modes = _modes(model)
     try:

@@ -14,8 +14,14 @@ from dropkit.experiments.runner import ConfigError, run_experiment
 
 def test_tiny_run_writes_every_output(tiny, tmp_path):
     out = run_experiment("batchnorm", out=tmp_path / "b", quiet=True, **tiny, p=[0.5])
-    for name in ("results.json", "results.csv", "report.html", "curves.png",
-                 "variance_shift.png", "batchnorm_accuracy.png"):
+    for name in (
+        "results.json",
+        "results.csv",
+        "report.html",
+        "curves.png",
+        "variance_shift.png",
+        "batchnorm_accuracy.png",
+    ):
         assert (out / name).is_file(), name
     doc = json.loads((out / "results.json").read_text())
     runs = doc["runs"]
@@ -66,8 +72,10 @@ def test_analytic_ratio_formula():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"bn_variants": "middle-bn"}, "Choose one of: none, before-bn, after-bn"),
-     ({"models": ["wide-mlp"]}, "Choose from: mlp-bn, cnn1d-bn")],
+    [
+        ({"bn_variants": "middle-bn"}, "Choose one of: none, before-bn, after-bn"),
+        ({"models": ["wide-mlp"]}, "Choose from: mlp-bn, cnn1d-bn"),
+    ],
 )
 def test_bad_arguments_list_the_choices(tiny, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):

@@ -13,10 +13,24 @@ from dropkit.experiments.runner import ConfigError, run_experiment
 
 
 def test_tiny_run_writes_every_output(tiny, tmp_path):
-    out = run_experiment("convergence", out=tmp_path / "c", quiet=True, **tiny, p=[0.5],
-                         target=0.3, timing="tutorial", timing_reps=1)
-    for name in ("results.json", "results.csv", "report.html", "curves.png",
-                 "convergence.png", "time_split.png"):
+    out = run_experiment(
+        "convergence",
+        out=tmp_path / "c",
+        quiet=True,
+        **tiny,
+        p=[0.5],
+        target=0.3,
+        timing="tutorial",
+        timing_reps=1,
+    )
+    for name in (
+        "results.json",
+        "results.csv",
+        "report.html",
+        "curves.png",
+        "convergence.png",
+        "time_split.png",
+    ):
         assert (out / name).is_file(), name
     doc = json.loads((out / "results.json").read_text())
     train = [r for r in doc["runs"] if r["kind"] == "train"]
@@ -36,9 +50,16 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
             assert all(a < 0.3 for a in r["history"]["test_acc"][:i])
             assert r["seconds_to_target"] == r["history"]["seconds"][i]
     t = timing[0]
-    for key in ("step_ms_none", "step_ms_torch", "step_ms_dropkit", "dropout_ms_torch",
-                "dropout_ms_dropkit", "dropout_share_torch", "dropout_share_dropkit",
-                "dropout_alone_ms_torch"):
+    for key in (
+        "step_ms_none",
+        "step_ms_torch",
+        "step_ms_dropkit",
+        "dropout_ms_torch",
+        "dropout_ms_dropkit",
+        "dropout_share_torch",
+        "dropout_share_dropkit",
+        "dropout_alone_ms_torch",
+    ):
         assert t[key] >= 0, key
     assert 0 <= t["dropout_share_dropkit"] <= 1
     csv = (out / "results.csv").read_text().splitlines()[0].split(",")
@@ -48,8 +69,16 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
 
 
 def test_never_reached_target_is_null(tiny, tmp_path):
-    out = run_experiment("convergence", out=tmp_path / "c", quiet=True, **{**tiny, "seeds": [0]},
-                         regularizers=["none"], target=1.0, timing="none", impl="dropkit")
+    out = run_experiment(
+        "convergence",
+        out=tmp_path / "c",
+        quiet=True,
+        **{**tiny, "seeds": [0]},
+        regularizers=["none"],
+        target=1.0,
+        timing="none",
+        impl="dropkit",
+    )
     doc = json.loads((out / "results.json").read_text())
     (r,) = doc["runs"]
     if max(r["history"]["test_acc"]) < 1.0:
@@ -65,8 +94,13 @@ def test_torch_impl_swaps_every_dropkit_dropout():
 
 def test_time_split_fields():
     split = time_split(16, 8, 0.5, ["torch", "dropkit"], reps=1, steps=1)
-    assert set(split) >= {"step_ms_none", "step_ms_torch", "dropout_ms_dropkit",
-                          "dropout_share_torch", "dropout_alone_ms_dropkit"}
+    assert set(split) >= {
+        "step_ms_none",
+        "step_ms_torch",
+        "dropout_ms_dropkit",
+        "dropout_share_torch",
+        "dropout_alone_ms_dropkit",
+    }
     for impl in ("torch", "dropkit"):
         diff = split[f"step_ms_{impl}"] - split["step_ms_none"]
         assert split[f"dropout_ms_{impl}"] == pytest.approx(max(0.0, diff))
@@ -74,10 +108,12 @@ def test_time_split_fields():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"impl": "jax"}, "Choose one of: torch, dropkit"),
-     ({"timing": "huge"}, "Choose one of: tutorial, wide, wide-large-batch"),
-     ({"target": 1.5}, "--target"),
-     ({"regularizers": ["l2"]}, "Choose from: none, dropout")],
+    [
+        ({"impl": "jax"}, "Choose one of: torch, dropkit"),
+        ({"timing": "huge"}, "Choose one of: tutorial, wide, wide-large-batch"),
+        ({"target": 1.5}, "--target"),
+        ({"regularizers": ["l2"]}, "Choose from: none, dropout"),
+    ],
 )
 def test_bad_arguments_list_the_choices(tiny, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):

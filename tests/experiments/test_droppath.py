@@ -12,8 +12,7 @@ from dropkit.experiments.runner import ConfigError, run_experiment
 
 
 def test_tiny_run_writes_every_output(tiny, tmp_path):
-    out = run_experiment("droppath", out=tmp_path / "d", quiet=True, **tiny, p=[0.0, 0.9],
-                         depth=3)
+    out = run_experiment("droppath", out=tmp_path / "d", quiet=True, **tiny, p=[0.0, 0.9], depth=3)
     for name in ("results.json", "results.csv", "report.html", "curves.png", "droppath.png"):
         assert (out / name).is_file(), name
     runs = json.loads((out / "results.json").read_text())["runs"]
@@ -37,9 +36,11 @@ def test_schedules():
 
 @pytest.mark.parametrize(
     "options, message",
-    [({"schedules": "cosine"}, "Choose one of: linear, uniform"),
-     ({"depth": 1}, "--depth"),
-     ({"models": ["wide-mlp"]}, "resmlp")],
+    [
+        ({"schedules": "cosine"}, "Choose one of: linear, uniform"),
+        ({"depth": 1}, "--depth"),
+        ({"models": ["wide-mlp"]}, "resmlp"),
+    ],
 )
 def test_bad_arguments_list_the_choices(tiny, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):

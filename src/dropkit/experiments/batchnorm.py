@@ -161,30 +161,41 @@ class BatchNormClash(Experiment):
 
     @classmethod
     def add_arguments(cls, group) -> None:
-        group.add_argument("--bn-variants", dest="bn_variants", default=None,
-                           help="dropout placements, comma-separated: "
-                           f"{', '.join(VARIANTS)} (default: all)")
+        group.add_argument(
+            "--bn-variants",
+            dest="bn_variants",
+            default=None,
+            help=f"dropout placements, comma-separated: {', '.join(VARIANTS)} (default: all)",
+        )
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         variants = choices(config["bn_variants"], VARIANTS, "batchnorm variant (--bn-variants)")
         self._planned = tuple(variants)
         for m in config["models"]:
             if m not in models_extra.BN_MODELS:
-                raise ValueError(f"batchnorm needs a network with BatchNorm; received model "
-                                 f"{m!r}. Choose from: {', '.join(models_extra.BN_MODELS)}.")
+                raise ValueError(
+                    f"batchnorm needs a network with BatchNorm; received model "
+                    f"{m!r}. Choose from: {', '.join(models_extra.BN_MODELS)}."
+                )
         specs = []
         for seed in config["seeds"]:
             for model in config["models"]:
                 s = model_settings(config, model)
                 for variant in variants:
                     for p in [0.0] if variant == "none" else s["p"]:
-                        specs.append(RunSpec(
-                            dataset=config["dataset"], model=model,
-                            regularizer="none" if variant == "none" else "dropout",
-                            p=float(p), seed=int(seed), epochs=s["epochs"],
-                            batch_size=s["batch_size"], lr=s["lr"],
-                            extra={"variant": variant},
-                        ))
+                        specs.append(
+                            RunSpec(
+                                dataset=config["dataset"],
+                                model=model,
+                                regularizer="none" if variant == "none" else "dropout",
+                                p=float(p),
+                                seed=int(seed),
+                                epochs=s["epochs"],
+                                batch_size=s["batch_size"],
+                                lr=s["lr"],
+                                extra={"variant": variant},
+                            )
+                        )
         return specs
 
     def run_one(self, spec, data, ctx):
@@ -196,8 +207,14 @@ class BatchNormClash(Experiment):
             model, base = cached
             record = {**copy.deepcopy(base), "key": spec.key, **spec.extra}
         else:
-            result = train_run(spec, data, ctx, model=lambda: models_extra.build(
-                spec.model, data.n_features, data.n_classes, spec.p, placement))
+            result = train_run(
+                spec,
+                data,
+                ctx,
+                model=lambda: models_extra.build(
+                    spec.model, data.n_features, data.n_classes, spec.p, placement
+                ),
+            )
             model, record = result.model, result.record
             if variant == "before-bn" and "before-bn+recalibrate" in self._planned:
                 self._trained[twin] = (copy.deepcopy(model), copy.deepcopy(record))
@@ -211,10 +228,12 @@ class BatchNormClash(Experiment):
             record["train_acc_before_recalibrate"] = record["train_acc"]
             dk.bn.recalibrate(model, list(torch.split(x_train, spec.batch_size)))
             model.eval()
-            record["train_acc"], record["train_loss"] = evaluate(model, x_train,
-                                                                 data.y_train.to(device))
-            record["test_acc"], record["test_loss"] = evaluate(model, data.x_test.to(device),
-                                                               data.y_test.to(device))
+            record["train_acc"], record["train_loss"] = evaluate(
+                model, x_train, data.y_train.to(device)
+            )
+            record["test_acc"], record["test_loss"] = evaluate(
+                model, data.x_test.to(device), data.y_test.to(device)
+            )
             record["gap"] = record["train_acc"] - record["test_acc"]
             record["recalibrate_seconds"] = round(time.perf_counter() - t0, 3)
         batches = list(torch.split(x_train[:MEASURE_EXAMPLES], spec.batch_size))
@@ -234,16 +253,21 @@ class BatchNormClash(Experiment):
         rows = []
         for (model, variant, p), runs in group(records, ("model", "variant", "p")).items():
             row: dict[str, Any] = {
-                "model": model, "variant": variant, "p": p, "n": len(runs),
+                "model": model,
+                "variant": variant,
+                "p": p,
+                "n": len(runs),
                 "test_acc": mean_std(r["test_acc"] for r in runs),
                 "train_acc": mean_std(r["train_acc"] for r in runs),
             }
             n_bn = len(runs[0]["bn"])
             row["var ratio eval/train per BN"] = ", ".join(
-                f"{nanmean([r[f'ratio_bn{i}'] for r in runs]):.2f}" for i in range(1, n_bn + 1))
+                f"{nanmean([r[f'ratio_bn{i}'] for r in runs]):.2f}" for i in range(1, n_bn + 1)
+            )
             row["eval var / running var per BN"] = ", ".join(
                 f"{nanmean([r[f'eval_over_running_bn{i}'] for r in runs]):.2f}"
-                for i in range(1, n_bn + 1))
+                for i in range(1, n_bn + 1)
+            )
             rows.append(row)
         return rows
 
@@ -255,9 +279,15 @@ class BatchNormClash(Experiment):
         def label(r, _rs):
             return r["variant"] if r["variant"] == "none" else f"{r['variant']} p={r['p']:g}"
 
-        images = [plot_curves(records, out_dir / "curves.png", label=label,
-                              title="Train (dashed) and test (solid) accuracy over epochs "
-                              "(before recalibration), mean ± std over seeds")]
+        images = [
+            plot_curves(
+                records,
+                out_dir / "curves.png",
+                label=label,
+                title="Train (dashed) and test (solid) accuracy over epochs "
+                "(before recalibration), mean ± std over seeds",
+            )
+        ]
         plt = pyplot()
         models = list(group(records, ("model",)))
         fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 6.2), squeeze=False)
@@ -268,11 +298,26 @@ class BatchNormClash(Experiment):
                 sw = before[0]["sweep"]
                 xs = sw["p"]
                 for k, r in enumerate(before):
-                    ax.plot(xs, r["sweep"]["analytic"], "-", color="k", lw=1.2, alpha=0.6,
-                            label="analytic q v/(c²+v−q c²), measured c, v" if k == 0 else None)
-                    ax.plot(xs, r["sweep"]["measured"], "o", color="#d9534f", ms=4, mfc="none",
-                            label=f"measured, {sw['layer']} (rate swept after training)"
-                            if k == 0 else None)
+                    ax.plot(
+                        xs,
+                        r["sweep"]["analytic"],
+                        "-",
+                        color="k",
+                        lw=1.2,
+                        alpha=0.6,
+                        label="analytic q v/(c²+v−q c²), measured c, v" if k == 0 else None,
+                    )
+                    ax.plot(
+                        xs,
+                        r["sweep"]["measured"],
+                        "o",
+                        color="#d9534f",
+                        ms=4,
+                        mfc="none",
+                        label=f"measured, {sw['layer']} (rate swept after training)"
+                        if k == 0
+                        else None,
+                    )
                 ax.plot(xs, [1 - x for x in xs], ":", color="grey", label="q = 1 − p (c = 0)")
             cmap = plt.get_cmap("tab10")
             # The clash and the advice; 'none' is 1 by construction, and after
@@ -285,9 +330,15 @@ class BatchNormClash(Experiment):
                 for i in range(1, n_bn + 1):
                     xs = [r["p"] for r in rs]
                     ys = [r[f"ratio_bn{i}"] for r in rs]
-                    ax.plot([x + 0.008 * (i - 1) for x in xs], ys, "sdv^<>"[i % 6],
-                            color=cmap(v_i), ms=6, alpha=0.8,
-                            label=f"{variant}, BN {i} (trained at p)")
+                    ax.plot(
+                        [x + 0.008 * (i - 1) for x in xs],
+                        ys,
+                        "sdv^<>"[i % 6],
+                        color=cmap(v_i),
+                        ms=6,
+                        alpha=0.8,
+                        label=f"{variant}, BN {i} (trained at p)",
+                    )
             ax.set_xlabel("drop probability p")
             ax.set_ylabel("variance ratio eval / train at the BN input")
             ax.set_title(f"{model}: variance shift at the BatchNorm inputs")
@@ -308,8 +359,7 @@ class BatchNormClash(Experiment):
             means = [mean_std(r["test_acc"] for r in rs) for rs in bars.values()]
             xs = range(len(names))
             colors = [plt.get_cmap("tab10")(VARIANTS.index(v)) for v, _ in bars]
-            ax.bar(xs, [m for m, _ in means], yerr=[s for _, s in means], color=colors,
-                   capsize=3)
+            ax.bar(xs, [m for m, _ in means], yerr=[s for _, s in means], color=colors, capsize=3)
             for x, (m, _) in zip(xs, means, strict=True):
                 ax.text(x, m + 0.01, f"{m:.3f}", ha="center", fontsize=7)
             lo = min(m for m, _ in means)
@@ -343,41 +393,50 @@ def batchnorm_reading(records: list[dict[str, Any]]) -> list[str]:
                 bits.append(f"(none: {pct(mean_std(r['test_acc'] for r in base)[0])})")
             text.append(" ".join(bits) + ".")
             if get["before-bn"] and get["after-bn"]:
-                d, se = difference([r["test_acc"] for r in get["after-bn"]],
-                                   [r["test_acc"] for r in get["before-bn"]])
+                d, se = difference(
+                    [r["test_acc"] for r in get["after-bn"]],
+                    [r["test_acc"] for r in get["before-bn"]],
+                )
                 text.append(
                     f"Dropout before BN is {abs(100 * d):.1f} points "
                     f"{'below' if d < 0 else 'above'} dropout after BN "
-                    f"({significance(d, se)} against the seed spread).")
+                    f"({significance(d, se)} against the seed spread)."
+                )
             rb = get["before-bn"]
             if rb:
-                ratios = [nanmean([r[f"ratio_bn{i}"] for r in rb])
-                          for i in range(1, len(rb[0]["bn"]) + 1)]
-                mism = [nanmean([r[f"eval_over_running_bn{i}"] for r in rb])
-                        for i in range(1, len(rb[0]["bn"]) + 1)]
+                ratios = [
+                    nanmean([r[f"ratio_bn{i}"] for r in rb]) for i in range(1, len(rb[0]["bn"]) + 1)
+                ]
+                mism = [
+                    nanmean([r[f"eval_over_running_bn{i}"] for r in rb])
+                    for i in range(1, len(rb[0]["bn"]) + 1)
+                ]
                 text.append(
                     "With dropout before BN the eval/train variance ratio at the BN inputs is "
                     + ", ".join(f"{x:.2f}" for x in ratios)
                     + f" (1 means no shift), so at test time the BN layers divide by a running "
                     f"variance {', '.join(f'{1 / m:.2f}' for m in mism)}x the variance they "
-                    "meet.")
+                    "meet."
+                )
             if get["before-bn"] and get["after-bn"]:
                 tb = mean_std(r["train_acc"] for r in get["before-bn"])[0]
                 ta = mean_std(r["train_acc"] for r in get["after-bn"])[0]
-                text.append(f"Train accuracy (eval mode): before-bn {pct(tb)}, after-bn "
-                            f"{pct(ta)}.")
+                text.append(f"Train accuracy (eval mode): before-bn {pct(tb)}, after-bn {pct(ta)}.")
             rr = get["before-bn+recalibrate"]
             if rr:
                 before = [r["test_acc_before_recalibrate"] for r in rr]
                 after = [r["test_acc"] for r in rr]
                 d, se = difference(before, after)
-                mism = [nanmean([r[f"eval_over_running_bn{i}"] for r in rr])
-                        for i in range(1, len(rr[0]["bn"]) + 1)]
+                mism = [
+                    nanmean([r[f"eval_over_running_bn{i}"] for r in rr])
+                    for i in range(1, len(rr[0]["bn"]) + 1)
+                ]
                 text.append(
                     f"Recalibrating the BN statistics after training (dk.bn.recalibrate) brings "
                     f"eval/running variance to {', '.join(f'{m:.2f}' for m in mism)} and "
                     f"{'raises' if d >= 0 else 'lowers'} test accuracy by "
-                    f"{abs(100 * d):.1f} points ({significance(d, se)}).")
+                    f"{abs(100 * d):.1f} points ({significance(d, se)})."
+                )
                 if get["after-bn"] and "before-bn" in acc and "after-bn" in acc:
                     lost = acc["after-bn"] - acc["before-bn"]
                     if lost > 0.01:
@@ -385,19 +444,27 @@ def batchnorm_reading(records: list[dict[str, Any]]) -> list[str]:
                         text.append(
                             f"Of the {100 * lost:.1f} points dropout before BN loses against "
                             f"dropout after BN, recalibration recovers {100 * share:.0f}%: "
-                            + ("most of the loss is the variance shift itself." if share >= 0.5
-                               else "the rest is not the BN statistics (the variance shift is "
-                               "gone after recalibration) but the training itself: before-bn "
-                               f"has {len(get['before-bn'][0]['bn'])} dropout layers (one per "
-                               "BN) to after-bn's one, and drops inputs to BatchNorm, so it "
-                               "fits the training set less well (train accuracy above)."))
+                            + (
+                                "most of the loss is the variance shift itself."
+                                if share >= 0.5
+                                else "the rest is not the BN statistics (the variance shift is "
+                                "gone after recalibration) but the training itself: before-bn "
+                                f"has {len(get['before-bn'][0]['bn'])} dropout layers (one per "
+                                "BN) to after-bn's one, and drops inputs to BatchNorm, so it "
+                                "fits the training set less well (train accuracy above)."
+                            )
+                        )
         sweeps = [r for r in runs if "sweep" in r]
         if sweeps:
-            errs = [abs(m - a) for r in sweeps
-                    for m, a in zip(r["sweep"]["measured"], r["sweep"]["analytic"], strict=True)]
+            errs = [
+                abs(m - a)
+                for r in sweeps
+                for m, a in zip(r["sweep"]["measured"], r["sweep"]["analytic"], strict=True)
+            ]
             text.append(
                 f"The measured ratio at {sweeps[0]['sweep']['layer']} follows the analytic "
                 f"formula to within {max(errs):.3f} (largest absolute difference over p = 0..0.9 "
-                f"and {len(sweeps)} trained networks).")
+                f"and {len(sweeps)} trained networks)."
+            )
         paragraphs.append(" ".join(text))
     return paragraphs

@@ -34,8 +34,9 @@ def floats(value: Any, what: str, lo: float = 0.0, hi: float = 1.0) -> list[floa
         except (TypeError, ValueError):
             raise ValueError(f"Invalid value for {what}: {v!r} is not a number.") from None
         if math.isnan(f) or not lo <= f < hi:
-            raise ValueError(f"Invalid value for {what}: expected {lo:g} <= x < {hi:g}. "
-                             f"Received: {f:g}")
+            raise ValueError(
+                f"Invalid value for {what}: expected {lo:g} <= x < {hi:g}. Received: {f:g}"
+            )
         out.append(f)
     if not out:
         raise ValueError(f"Give at least one value for {what}.")

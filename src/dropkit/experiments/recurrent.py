@@ -53,27 +53,41 @@ class Recurrent(Experiment):
 
     @classmethod
     def add_arguments(cls, group) -> None:
-        group.add_argument("--rnn-variants", dest="rnn_variants", default=None,
-                           help="recurrent dropout variants, comma-separated: "
-                           f"{', '.join(RECURRENT_VARIANTS)} (default: all)")
+        group.add_argument(
+            "--rnn-variants",
+            dest="rnn_variants",
+            default=None,
+            help="recurrent dropout variants, comma-separated: "
+            f"{', '.join(RECURRENT_VARIANTS)} (default: all)",
+        )
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        variants = choices(config["rnn_variants"], RECURRENT_VARIANTS,
-                           "recurrent variant (--rnn-variants)")
+        variants = choices(
+            config["rnn_variants"], RECURRENT_VARIANTS, "recurrent variant (--rnn-variants)"
+        )
         if config["models"] != ["gru"]:
-            raise ValueError("recurrent trains the GRU classifier only; use --model gru "
-                             f"(received {', '.join(config['models'])}).")
+            raise ValueError(
+                "recurrent trains the GRU classifier only; use --model gru "
+                f"(received {', '.join(config['models'])})."
+            )
         s = model_settings(config, "gru")
         specs = []
         for seed in config["seeds"]:
             for variant in variants:
                 for p in [0.0] if variant == "none" else s["p"]:
-                    specs.append(RunSpec(
-                        dataset=config["dataset"], model="gru",
-                        regularizer="none" if variant == "none" else "dropout",
-                        p=float(p), seed=int(seed), epochs=s["epochs"],
-                        batch_size=s["batch_size"], lr=s["lr"], extra={"variant": variant},
-                    ))
+                    specs.append(
+                        RunSpec(
+                            dataset=config["dataset"],
+                            model="gru",
+                            regularizer="none" if variant == "none" else "dropout",
+                            p=float(p),
+                            seed=int(seed),
+                            epochs=s["epochs"],
+                            batch_size=s["batch_size"],
+                            lr=s["lr"],
+                            extra={"variant": variant},
+                        )
+                    )
         return specs
 
     def run_one(self, spec, data, ctx):
@@ -85,14 +99,18 @@ class Recurrent(Experiment):
     def table(self, records, config):
         rows = []
         for (variant, p), runs in group(records, ("variant", "p")).items():
-            rows.append({
-                "variant": variant, "p": p, "n": len(runs),
-                "test_acc": mean_std(r["test_acc"] for r in runs),
-                "best_test_acc": mean_std(r["best_test_acc"] for r in runs),
-                "train_acc": mean_std(r["train_acc"] for r in runs),
-                "gap": mean_std(r["gap"] for r in runs),
-                "seconds": mean_std(r["seconds"] for r in runs),
-            })
+            rows.append(
+                {
+                    "variant": variant,
+                    "p": p,
+                    "n": len(runs),
+                    "test_acc": mean_std(r["test_acc"] for r in runs),
+                    "best_test_acc": mean_std(r["best_test_acc"] for r in runs),
+                    "train_acc": mean_std(r["train_acc"] for r in runs),
+                    "gap": mean_std(r["gap"] for r in runs),
+                    "seconds": mean_std(r["seconds"] for r in runs),
+                }
+            )
         return rows
 
     def plots(self, records, config, out_dir):
@@ -103,18 +121,33 @@ class Recurrent(Experiment):
         def label(r, _rs):
             return r["variant"] if r["variant"] == "none" else f"{r['variant']} p={r['p']:g}"
 
-        images = [plot_curves(records, out_dir / "curves.png", label=label,
-                              panel=lambda r: f"GRU on {r['dataset']} (40 steps)")]
+        images = [
+            plot_curves(
+                records,
+                out_dir / "curves.png",
+                label=label,
+                panel=lambda r: f"GRU on {r['dataset']} (40 steps)",
+            )
+        ]
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(8, 4.2))
         bars = group(records, ("variant", "p"))
         names = [v if v == "none" else f"{v}\np={p:g}" for v, p in bars]
         xs = list(range(len(names)))
-        for offset, field, color, lab in ((-0.2, "train_acc", "#9bbbe0", "train"),
-                                          (0.2, "test_acc", "#2a5da8", "test")):
+        for offset, field, color, lab in (
+            (-0.2, "train_acc", "#9bbbe0", "train"),
+            (0.2, "test_acc", "#2a5da8", "test"),
+        ):
             ms = [mean_std(r[field] for r in rs) for rs in bars.values()]
-            ax.bar([x + offset for x in xs], [m for m, _ in ms], 0.4,
-                   yerr=[s for _, s in ms], color=color, capsize=3, label=lab)
+            ax.bar(
+                [x + offset for x in xs],
+                [m for m, _ in ms],
+                0.4,
+                yerr=[s for _, s in ms],
+                color=color,
+                capsize=3,
+                label=lab,
+            )
             if field == "test_acc":
                 for x, (m, _) in zip(xs, ms, strict=True):
                     ax.text(x + offset, m + 0.01, f"{m:.3f}", ha="center", fontsize=7)
@@ -122,8 +155,10 @@ class Recurrent(Experiment):
         ax.set_xticks(xs, names, fontsize=8)
         ax.set_ylabel("accuracy (eval mode, last epoch)")
         ax.set_ylim(0, 1.05)
-        ax.set_title("GRU on MNIST-1D: train vs test accuracy per dropout variant "
-                     "(mean ± std over seeds)", fontsize=10)
+        ax.set_title(
+            "GRU on MNIST-1D: train vs test accuracy per dropout variant (mean ± std over seeds)",
+            fontsize=10,
+        )
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
         fig.tight_layout()
@@ -141,16 +176,21 @@ def recurrent_reading(records: list[dict[str, Any]]) -> list[str]:
     if not records:
         return []
     n_seeds = len({r["seed"] for r in records})
-    text = [f"GRU on MNIST-1D as 40-step sequences, {records[0]['epochs']} epochs, "
-            f"{n_seeds} seed{'s' if n_seeds > 1 else ''}."]
+    text = [
+        f"GRU on MNIST-1D as 40-step sequences, {records[0]['epochs']} epochs, "
+        f"{n_seeds} seed{'s' if n_seeds > 1 else ''}."
+    ]
     if base:
         tr = mean_std(r["train_acc"] for r in base)[0]
         te = mean_std(r["test_acc"] for r in base)[0]
-        text.append(f"Without dropout: test {pct(te)}, train {pct(tr)} (gap "
-                    f"{100 * (tr - te):.1f} points; the MNIST-1D paper's GRU: 91%).")
+        text.append(
+            f"Without dropout: test {pct(te)}, train {pct(tr)} (gap "
+            f"{100 * (tr - te):.1f} points; the MNIST-1D paper's GRU: 91%)."
+        )
     hurt, fine = [], []
-    for (variant, p), rs in group([r for r in records if r["variant"] != "none"],
-                                  ("variant", "p")).items():
+    for (variant, p), rs in group(
+        [r for r in records if r["variant"] != "none"], ("variant", "p")
+    ).items():
         te = mean_std(r["test_acc"] for r in rs)[0]
         line = f"{variant} (p = {p:g}): test {pct(te)}"
         if base:
@@ -163,11 +203,14 @@ def recurrent_reading(records: list[dict[str, Any]]) -> list[str]:
         if fine:
             text.append(f"Not clearly worse than no dropout: {', '.join(fine)}.")
         if hurt:
-            text.append(f"Clearly worse than no dropout (beyond twice the standard error over "
-                        f"seeds): {', '.join(hurt)}.")
-        if "naive" in hurt and any(v in fine for v in ("locked", "weightdrop",
-                                                       "between-layers")):
-            text.append("So the claim holds for dropout applied naively (a new mask on the "
-                        "recurrent state at every step) and not for dropout as recurrent nets "
-                        "use it (masks fixed per sequence, on the weights, or between layers).")
+            text.append(
+                f"Clearly worse than no dropout (beyond twice the standard error over "
+                f"seeds): {', '.join(hurt)}."
+            )
+        if "naive" in hurt and any(v in fine for v in ("locked", "weightdrop", "between-layers")):
+            text.append(
+                "So the claim holds for dropout applied naively (a new mask on the "
+                "recurrent state at every step) and not for dropout as recurrent nets "
+                "use it (masks fixed per sequence, on the weights, or between layers)."
+            )
     return [" ".join(text)]
