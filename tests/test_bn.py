@@ -12,6 +12,15 @@ import dropkit as dk
 from dropkit import bn
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny networks: a second OpenMP thread only adds waiting on a loaded machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --------------------------------------------------------------------------
 # the analytic variance shift
 # --------------------------------------------------------------------------
