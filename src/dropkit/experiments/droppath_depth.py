@@ -172,6 +172,7 @@ class DropPathDepth(Experiment):
                 out_dir / "curves.png",
                 label=lambda r, _rs: f"{r['schedule']} max={r['p']:g}",
                 panel=lambda r: f"resmlp ({r['depth']} blocks) on {r['dataset']}",
+                title="Test (solid) and train (dashed) accuracy",
             )
         ]
         plt = pyplot()

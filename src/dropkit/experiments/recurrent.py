@@ -127,6 +127,7 @@ class Recurrent(Experiment):
                 out_dir / "curves.png",
                 label=label,
                 panel=lambda r: f"GRU on {r['dataset']} (40 steps)",
+                title="Test (solid) and train (dashed) accuracy",
             )
         ]
         plt = pyplot()
