@@ -113,7 +113,10 @@ class DataSize(Experiment):
         ax_gain.set_xlabel("training examples (log scale)")
         ax_gain.set_ylabel("test accuracy difference (± 2 s.e.)")
         ax_gain.set_title("What dropout buys at each size")
+        sizes = sorted({r["train_size"] for r in records})
         for a in (ax, ax_gain):
+            a.set_xticks(sizes, [str(n) for n in sizes])
+            a.minorticks_off()
             a.grid(alpha=0.3)
             a.legend(fontsize=8)
         fig.tight_layout()

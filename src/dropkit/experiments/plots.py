@@ -55,7 +55,7 @@ def plot_curves(
     panel = panel or (lambda r: f"{r['model']} on {r['dataset']}")
     panels = group(records, lambda r: (panel(r),))
     n = len(panels)
-    cols = min(n, 3)
+    cols = 2 if n == 4 else min(n, 3)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 4.0 * rows), squeeze=False)
     cmap = plt.get_cmap("tab10")
