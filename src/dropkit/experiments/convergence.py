@@ -448,40 +448,41 @@ class Convergence(Experiment):
             plt.close(fig)
             images.append(path)
         if timing:
-            fig, ax = plt.subplots(
-                figsize=(10, 0.9 + 0.75 * sum(1 + len(r["impl"].split(",")) for r in timing))
-            )
-            labels, rest, drop = [], [], []
-            for r in timing:
-                for variant in ("none", *r["impl"].split(",")):
+            n = len(timing)
+            fig, axes = plt.subplots(n, 1, figsize=(9, 1.6 + 1.5 * n), squeeze=False)
+            for ax, r in zip(axes.flat, timing, strict=True):
+                variants = ("none", *r["impl"].split(","))
+                rest, drop = [], []
+                for variant in variants:
                     step = r[f"step_ms_{variant}"]
-                    d = 0.0 if variant == "none" else r[f"dropout_ms_{variant}"]
-                    d = min(d, step)
-                    labels.append(
-                        f"{r['model']}, batch {r['batch_size']}: "
-                        f"{'no dropout' if variant == 'none' else variant}"
-                    )
+                    d = 0.0 if variant == "none" else min(r[f"dropout_ms_{variant}"], step)
                     rest.append(step - d)
                     drop.append(d)
-            ypos = list(range(len(labels)))[::-1]
-            ax.barh(ypos, rest, color="#9bbbe0", label="rest of the step (matmuls, Adam, ...)")
-            ax.barh(
-                ypos,
-                drop,
-                left=rest,
-                color="#d9534f",
-                label="dropout forward + backward (step with − step without)",
+                ypos = list(range(len(variants)))[::-1]
+                ax.barh(ypos, rest, color="#9bbbe0", label="rest of the step (matmuls, Adam, ...)")
+                ax.barh(
+                    ypos,
+                    drop,
+                    left=rest,
+                    color="#d9534f",
+                    label="dropout forward + backward (step with − step without)",
+                )
+                for y, a, b in zip(ypos, rest, drop, strict=True):
+                    share = f" (dropout {100 * b / (a + b):.0f}%)" if b > 0 else ""
+                    ax.text(a + b, y, f" {a + b:.2f} ms{share}", va="center", fontsize=8)
+                names = ["no dropout" if v == "none" else f"{v} dropout" for v in variants]
+                ax.set_yticks(ypos, names, fontsize=8)
+                ax.set_xlim(0, 1.35 * max(a + b for a, b in zip(rest, drop, strict=True)))
+                ax.set_title(r["description"], fontsize=9)
+                ax.grid(axis="x", alpha=0.3)
+            axes.flat[-1].set_xlabel("CPU ms per training step (fastest of the repetitions)")
+            handles, labels = axes.flat[0].get_legend_handles_labels()
+            fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=2)
+            fig.suptitle(
+                f"Time per training step, measured side by side (p = {timing[0]['p']:g})",
+                fontsize=11,
             )
-            for y, a, b in zip(ypos, rest, drop, strict=True):
-                share = f" ({100 * b / (a + b):.0f}%)" if b > 0 else ""
-                ax.text(a + b, y, f" {a + b:.2f} ms{share}", va="center", fontsize=8)
-            ax.set_yticks(ypos, labels, fontsize=8)
-            ax.set_xscale("log")
-            ax.set_xlabel("CPU ms per training step (fastest of the repetitions, log scale)")
-            ax.set_title(f"Time per step, side by side (p = {timing[0]['p']:g})")
-            ax.legend(fontsize=8, loc="lower right")
-            ax.grid(axis="x", alpha=0.3)
-            fig.tight_layout()
+            fig.tight_layout(rect=(0, 0.05, 1, 1))
             path = out_dir / "time_split.png"
             fig.savefig(path, dpi=110)
             plt.close(fig)
