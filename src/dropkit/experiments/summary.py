@@ -63,6 +63,14 @@ def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     return mb - ma, se
 
 
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Mean of ``b - a`` over pairs (e.g. two predictors of the same trained network)
+    and its standard error: seed-to-seed variation shared by both cancels."""
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    m, s = mean_std(d)
+    return m, s / math.sqrt(len(d)) if d else math.nan
+
+
 def significance(diff: float, se: float) -> str:
     """A plain word for how a difference compares with the seed-to-seed noise.
 
