@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from dropkit.experiments import models_extra
-from dropkit.experiments.claims_util import choices, nanmean, pct
+from dropkit.experiments.claims_util import choices, nanmean, pct, variant_label
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.runner import model_settings
 from dropkit.experiments.summary import difference, group, mean_std, significance
@@ -276,14 +276,11 @@ class BatchNormClash(Experiment):
 
         out_dir = Path(out_dir)
 
-        def label(r, _rs):
-            return r["variant"] if r["variant"] == "none" else f"{r['variant']} p={r['p']:g}"
-
         images = [
             plot_curves(
                 records,
                 out_dir / "curves.png",
-                label=label,
+                label=variant_label,
                 title="Train (dashed) and test (solid) accuracy over epochs "
                 "(before recalibration), mean ± std over seeds",
             )

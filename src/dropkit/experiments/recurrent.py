@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.experiments import models_extra  # noqa: F401  (registers the "gru" model)
-from dropkit.experiments.claims_util import choices, pct
+from dropkit.experiments.claims_util import choices, pct, variant_label
 from dropkit.experiments.recurrent_models import RECURRENT_VARIANTS, GRUClassifier
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.runner import model_settings
@@ -118,14 +118,11 @@ class Recurrent(Experiment):
 
         out_dir = Path(out_dir)
 
-        def label(r, _rs):
-            return r["variant"] if r["variant"] == "none" else f"{r['variant']} p={r['p']:g}"
-
         images = [
             plot_curves(
                 records,
                 out_dir / "curves.png",
-                label=label,
+                label=variant_label,
                 panel=lambda r: f"GRU on {r['dataset']} (40 steps)",
                 title="Test (solid) and train (dashed) accuracy",
             )
