@@ -204,3 +204,43 @@ def test_forked_child_can_use_the_engine_after_the_parent_did():
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_concurrent_calls_from_threads_are_exact():
+    # Parallel launches take a lock (Numba's workqueue layer must not be entered
+    # twice at once); a thread that finds it taken runs the serial kernel.
+    import threading
+
+    x = _input(2**18, torch.float32)
+    expected = {seed: engine.dropout(x, 0.5, 2.0, seed=seed).view(torch.int32)
+                for seed in range(4)}
+    failures = []
+
+    def work(seed):
+        for _ in range(5):
+            y = engine.dropout(x, 0.5, 2.0, seed=seed).view(torch.int32)  # bits: x has NaNs
+            if not torch.equal(y, expected[seed]):
+                failures.append(seed)
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_threading_layer_is_not_gnu_openmp():
+    # libgomp's threads made later training steps cost 5-20x the CPU and kill
+    # forked children; the engine picks Numba's workqueue unless the user chose.
+    import subprocess
+    import sys
+
+    script = ("import torch, numba\nfrom dropkit import engine\n"
+              "engine.dropout(torch.ones(2**17), 0.5, 2.0, seed=1)\n"
+              "print(numba.threading_layer())\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "workqueue"

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -332,21 +333,39 @@ def _keep_mask_serial(out, t, seed, offset):
 # Below this many elements a call runs on the calling thread only.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-# The process whose thread team the parallel kernels use.  Numba's OpenMP
-# layer (GNU libgomp) is not fork-safe: a forked child (a DataLoader worker,
-# say) that enters a parallel region after its parent did is terminated.  So a
-# forked child runs the serial kernels, which give the same bits.
+# Numba's threading layer.  Its default here is "omp" (GNU libgomp), and after
+# one parallel kernel its threads made every later training step in the
+# process cost 5-20x the CPU (found by the experiments work, reproduced:
+# shared/notes/numba-omp-spin.md); libgomp is also not fork-safe (a forked
+# child that enters a parallel region is terminated).  "workqueue" has neither
+# problem and was as fast on these kernels.  It is not safe for concurrent
+# launches from several threads, so parallel launches take a lock, and a call
+# that finds it taken runs the serial kernel (same bits) instead of waiting.
+# A layer chosen by the user (NUMBA_THREADING_LAYER) is left alone.
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+_parallel_lock = threading.Lock()
+
+# The process whose thread team the parallel kernels use: a forked child (a
+# DataLoader worker, say) runs the serial kernels, whatever the layer.
 _parallel_pid: int | None = None
 
 
-def _parallel_allowed(numel: int) -> bool:
+def _run(serial, parallel, numel: int, *args) -> None:
+    """``parallel(*args)`` for large inputs when it is safe, else ``serial(*args)``."""
     global _parallel_pid
-    if numel < PARALLEL_MIN_ELEMENTS:
-        return False
-    pid = os.getpid()
-    if _parallel_pid is None:
-        _parallel_pid = pid
-    return _parallel_pid == pid
+    if numel >= PARALLEL_MIN_ELEMENTS:
+        pid = os.getpid()
+        if _parallel_pid is None:
+            _parallel_pid = pid
+        if _parallel_pid == pid and _parallel_lock.acquire(blocking=False):
+            try:
+                parallel(*args)
+            finally:
+                _parallel_lock.release()
+            return
+    serial(*args)
+
 
 _DROPOUT_KERNELS = {  # dtype -> (serial, parallel, scale type)
     torch.float64: (_dropout_float_serial, _dropout_float_parallel, np.float64),
@@ -423,17 +442,16 @@ def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed:
         serial, parallel, scale_type = _DROPOUT_KERNELS[x.dtype]
     except KeyError:
         raise TypeError(f"no CPU kernel for dtype {x.dtype}") from None
-    kernel = parallel if _parallel_allowed(x.numel()) else serial
-    kernel(_flat_numpy(x), _flat_numpy(out), np.int32(t), scale_type(scale), np.uint64(seed),
-           np.uint64(offset))
+    _run(serial, parallel, x.numel(), _flat_numpy(x), _flat_numpy(out), np.int32(t),
+         scale_type(scale), np.uint64(seed), np.uint64(offset))
 
 
 def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     """Flat bool tensor of ``numel`` elements, True where kept."""
     out = torch.empty(numel, dtype=torch.uint8)  # torch's own storage, not numpy's
     if numel:
-        kernel = _keep_mask_parallel if _parallel_allowed(numel) else _keep_mask_serial
-        kernel(out.numpy(), np.int32(t), np.uint64(seed), np.uint64(offset))
+        _run(_keep_mask_serial, _keep_mask_parallel, numel, out.numpy(), np.int32(t),
+             np.uint64(seed), np.uint64(offset))
     return out.view(torch.bool)
 
 
