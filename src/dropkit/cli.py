@@ -72,22 +72,15 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     from dropkit.experiments import data, models, registry, regularizers
 
     def names_list(choices: list[str], what: str):
-        def parse(text: str) -> list[str]:
-            items = [t.strip() for t in text.split(",") if t.strip()]
-            for item in items:
-                if item not in choices:
-                    raise argparse.ArgumentTypeError(
-                        f"unknown {what} {item!r}; choose from: {', '.join(choices)}"
-                    )
-            return items
+        return registry.comma_list(
+            str,
+            f"{what} names",
+            lambda name: None
+            if name in choices
+            else f"unknown {what} {name!r}; choose from: {', '.join(choices)}",
+        )
 
-        return parse
-
-    def floats_list(text: str) -> list[float]:
-        try:
-            return [float(t) for t in text.split(",") if t.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}") from None
+    floats_list = registry.comma_list(float, "numbers")
 
     def seeds(text: str) -> list[int]:
         try:

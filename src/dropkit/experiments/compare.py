@@ -137,7 +137,7 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
 
 def plot_bars(records: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
     """Train and test accuracy per regularizer (mean ± std), one panel per model."""
-    from dropkit.experiments.plots import default_label, pyplot
+    from dropkit.experiments.plots import default_label, pyplot, save
 
     plt = pyplot()
     panels = group(records, ("dataset", "model"))
@@ -166,10 +166,7 @@ def plot_bars(records: Sequence[dict[str, Any]], path: Path, title: str) -> Path
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 @register

@@ -13,22 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.experiments.compare import grid_runs, pct
-from dropkit.experiments.registry import Experiment, register
+from dropkit.experiments.registry import Experiment, comma_list, register
 from dropkit.experiments.summary import difference, group, significance, summary_table
 from dropkit.experiments.train import RunSpec
 
-
-def _fractions(text: str) -> list[float]:
-    import argparse
-
-    try:
-        values = [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers, got {text!r}") from None
-    for v in values:
-        if not 0 < v <= 1:
-            raise argparse.ArgumentTypeError(f"fractions must be in (0, 1], got {v}")
-    return values
+_fractions = comma_list(
+    float, "numbers", lambda v: None if 0 < v <= 1 else f"fractions must be in (0, 1], got {v}"
+)
 
 
 @register
@@ -75,7 +66,7 @@ class DataSize(Experiment):
         return summary_table(records, by=("dataset", "model", "regularizer", "p", "train_size"))
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import errorbar_lines, plot_curves, pyplot
+        from dropkit.experiments.plots import errorbar_lines, plot_curves, pyplot, save
 
         images = [
             plot_curves(
@@ -119,11 +110,7 @@ class DataSize(Experiment):
             a.minorticks_off()
             a.grid(alpha=0.3)
             a.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(out_dir) / self.plot_name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return [*images, path]
+        return [*images, save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         gains = gain_rows(records)

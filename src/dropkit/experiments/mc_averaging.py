@@ -18,21 +18,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from dropkit.experiments.compare import grid_runs, pct
-from dropkit.experiments.registry import Experiment, register
+from dropkit.experiments.registry import Experiment, comma_list, register
 from dropkit.experiments.summary import group, mean_std, paired_difference, significance
 from dropkit.experiments.train import RunSpec, train_run
 
-
-def _ks(text: str) -> list[int]:
-    import argparse
-
-    try:
-        values = sorted({int(t) for t in text.split(",") if t.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"sample counts must be >= 1, got {text!r}")
-    return values
+_ks = comma_list(
+    int, "integers", lambda k: None if k >= 1 else f"sample counts must be >= 1, got {k}"
+)
 
 
 def is_dropout_layer(module: nn.Module) -> bool:
@@ -107,7 +99,7 @@ class MCAveraging(Experiment):
     def run_one(self, spec, data, ctx):
         result = train_run(spec, data, ctx)
         record = result.record
-        ks = [int(k) for k in ctx.config.get("samples", self.defaults["samples"])]
+        ks = sorted({int(k) for k in ctx.config.get("samples", self.defaults["samples"])})
         x = result.data.x_test.to(ctx.device)
         y = result.data.y_test.to(ctx.device)
         means = mc_predict(
@@ -141,7 +133,7 @@ class MCAveraging(Experiment):
         return rows
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import pyplot
+        from dropkit.experiments.plots import pyplot, save
 
         images = super().plots(records, config, out_dir)
         plt = pyplot()
@@ -176,11 +168,7 @@ class MCAveraging(Experiment):
         ax.set_title("Monte-Carlo averaging vs the weight-scaling rule (mean ± std over seeds)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(out_dir) / self.plot_name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return [*images, path]
+        return [*images, save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         paragraphs = []

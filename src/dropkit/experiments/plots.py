@@ -76,9 +76,14 @@ def plot_curves(
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=11)
+    return save(fig, path)
+
+
+def save(fig: Any, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close ``fig``; return ``path``."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 

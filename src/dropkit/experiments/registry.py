@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -112,6 +112,32 @@ class Experiment:
         measured means and say whether a difference exceeds the seed spread.
         """
         return []
+
+
+def comma_list(
+    convert: Callable[[str], Any], what: str, check: Callable[[Any], str | None] | None = None
+) -> Callable[[str], list]:
+    """An argparse ``type`` for ``"a,b,c"``: each item converted, then checked.
+
+    ``check(value)`` returns an error message for a bad value (None when fine);
+    a value that does not convert is reported as "expected {what}".
+    """
+    import argparse
+
+    def parse(text: str) -> list:
+        try:
+            values = [convert(t.strip()) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        for value in values:
+            problem = check(value) if check is not None else None
+            if problem:
+                raise argparse.ArgumentTypeError(problem)
+        return values
+
+    return parse
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:

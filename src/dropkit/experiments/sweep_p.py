@@ -28,7 +28,7 @@ class SweepP(Experiment):
         return grid_runs(config)
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import errorbar_lines, pyplot
+        from dropkit.experiments.plots import errorbar_lines, pyplot, save
 
         images = super().plots(records, config, out_dir)
         plt = pyplot()
@@ -66,11 +66,7 @@ class SweepP(Experiment):
         for ax in (ax_acc, ax_gap):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = Path(out_dir) / self.plot_name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return [*images, path]
+        return [*images, save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         return sweep_reading(records)
