@@ -95,15 +95,23 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
                 word = significance(d, se)
                 label = f"{reg} (p = {p:g})" if regularizers.get(reg).uses_p else reg
                 direction = "raises" if d > 0 else "lowers"
+                if abs(d) < 0.0005:  # would print as "by 0.0 points"
+                    direction, d = "leaves", 0.0
                 verdict = {
                     "clear": "more than twice the standard error over seeds",
                     "small": "between one and two standard errors: suggestive, not clear",
                     "within noise": "within the seed-to-seed noise",
+                    "untested": "one seed only: no estimate of the noise",
                 }[word]
                 loss_before = mean_std(r["test_loss"] for r in base)[0]
                 loss_after = mean_std(r["test_loss"] for r in rs)[0]
+                change = (
+                    "test accuracy unchanged"
+                    if direction == "leaves"
+                    else f"test accuracy by {abs(100 * d):.1f} points"
+                )
                 text.append(
-                    f"{label} {direction} test accuracy by {abs(100 * d):.1f} points "
+                    f"{label} {direction} {change} "
                     f"({verdict}), {'shrinks' if dgap < 0 else 'widens'} the gap by "
                     f"{abs(100 * dgap):.1f} points and takes the test loss from "
                     f"{loss_before:.3f} to {loss_after:.3f}."
@@ -114,7 +122,9 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
         best_line = f"Best here: {label} at {pct(best_acc)} ± {100 * best_std:.1f}"
         if base and best_reg != baseline:
             d, se = difference([r["test_acc"] for r in base], [r["test_acc"] for r in best_runs])
-            if significance(d, se) != "clear":
+            if significance(d, se) == "untested":
+                best_line += " (one seed: more seeds are needed to call it)"
+            elif significance(d, se) != "clear":
                 best_line += f", though not clearly better than {baseline}"
         text.append(best_line + ".")
         inv = [r for r in runs if r["regularizer"] == "dropout"]

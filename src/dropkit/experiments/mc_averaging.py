@@ -204,7 +204,9 @@ class MCAveraging(Experiment):
                 f"At k = {ks[-1]} it reaches {pct(mean_std(last)[0])}, {100 * d:+.1f} points "
                 f"against weight scaling on the same networks ({word}; paired over seeds)."
             )
-            if word == "clear" and d < 0:
+            if word == "untested":
+                text.append("With one seed there is no estimate of the noise: run more seeds.")
+            elif word == "clear" and d < 0:
                 text.append(
                     f"Here the deterministic rule is the better predictor, and {ks[-1]} times "
                     "cheaper."

@@ -45,6 +45,7 @@ def print_table(
     out_dir: Path,
     console: Any = None,
 ) -> None:
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -55,11 +56,18 @@ def print_table(
     # The terminal gets the essentials; report.html has every column.
     hidden = {"best_test_acc", "test_loss", "n"}
     hidden |= {k for k in ("dataset",) if len({str(r.get(k)) for r in table}) == 1}
+    narrow = console.width < 100  # an 80-column terminal: the times are in the report
+    if narrow:
+        hidden.add("seconds")
     table = [{k: v for k, v in r.items() if k not in hidden} for r in table]
     titles, rows = table_strings(table)
-    t = Table(title=f"dropkit run {exp.name}: mean ± std over seeds")
+    if narrow:
+        rows = [[c.replace(" ± ", "±") for c in row] for row in rows]
+    t = Table(title=f"dropkit run {exp.name}: mean ± std over seeds", box=box.SIMPLE_HEAD)
     for i, title in enumerate(titles):
-        t.add_column(title, justify="right" if rows and "±" in rows[0][i] else "left")
+        numeric = bool(rows) and bool(_NUMBER.match(rows[0][i]))
+        # "0.684 ±" over "0.003" is unreadable: no cell wraps
+        t.add_column(title, justify="right" if numeric else "left", no_wrap=True)
     for row in rows:
         t.add_row(*row)
     console.print(t)
@@ -80,7 +88,7 @@ img{max-width:100%;border:1px solid #eee} pre{background:#f7f7f7;padding:.8em;ov
 """
 
 
-_NUMBER = re.compile(r"^[-+]?[\d.]+(e[-+]?\d+)?( ± [\d.]+)?$")
+_NUMBER = re.compile(r"^[-+]?[\d.]+(e[-+]?\d+)?( ?± ?[\d.]+)?$")
 
 
 def _html_table(titles: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

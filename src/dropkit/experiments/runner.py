@@ -276,8 +276,8 @@ def run_experiment(
     except KeyboardInterrupt:
         save("interrupted")
         print(
-            f"\ndropkit run: interrupted after {len(records)} of {len(specs)} runs; they are "
-            f"saved. Continue with: dropkit run --resume {out_dir}",
+            f"\ndropkit run: interrupted with {len(records)} of {len(specs)} runs finished "
+            f"(saved in {out_dir}). Continue with: dropkit run --resume {out_dir}",
             file=sys.stderr,
         )
         raise

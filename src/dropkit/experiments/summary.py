@@ -59,7 +59,9 @@ def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """Mean of ``b`` minus mean of ``a`` and the standard error of that difference."""
     ma, sa = mean_std(a)
     mb, sb = mean_std(b)
-    se = math.sqrt(sa**2 / max(len(a), 1) + sb**2 / max(len(b), 1))
+    if len(a) < 2 or len(b) < 2:  # one seed: no estimate of the noise
+        return mb - ma, math.nan
+    se = math.sqrt(sa**2 / len(a) + sb**2 / len(b))
     return mb - ma, se
 
 
@@ -68,15 +70,18 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, fl
     and its standard error: seed-to-seed variation shared by both cancels."""
     d = [y - x for x, y in zip(a, b, strict=True)]
     m, s = mean_std(d)
-    return m, s / math.sqrt(len(d)) if d else math.nan
+    return m, s / math.sqrt(len(d)) if len(d) > 1 else math.nan
 
 
 def significance(diff: float, se: float) -> str:
     """A plain word for how a difference compares with the seed-to-seed noise.
 
     ``clear`` beyond 2 standard errors, ``small`` between 1 and 2, ``within
-    noise`` below 1. With 3 seeds this is a rough guide, not a test.
+    noise`` below 1, ``untested`` with a single seed (no estimate of the noise).
+    With 3 seeds this is a rough guide, not a test.
     """
+    if math.isnan(se):
+        return "untested"
     if se == 0:
         return "clear" if diff != 0 else "within noise"
     z = abs(diff) / se
