@@ -95,3 +95,12 @@ def test_mc_reading_says_when_averaging_matches_scaling():
         r["mc_test_acc"][-1] = r["scaling_test_acc"] - 0.01 - 0.001 * r["seed"]
     text = MCAveraging().reading(records, {})[0]
     assert "stays below the rule" in text and "the deterministic rule is the better" in text
+
+
+def test_one_seed_is_never_called_clear():
+    from dropkit.experiments.summary import difference, significance
+
+    d, se = difference([0.60], [0.70])
+    assert significance(d, se) == "untested"
+    text = compare_reading([_run("none", 0, 1.0, 0.60), _run("dropout", 0, 1.0, 0.70, p=0.2)])[0]
+    assert "one seed only" in text and "more than twice" not in text
