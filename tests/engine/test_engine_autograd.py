@@ -94,3 +94,12 @@ def test_torch_compile_fullgraph_in_place():
     x = torch.randn(4, 100)
     expected = engine.dropout(x + 1.0, 0.5, 2.0, seed=17, offset=3)
     assert torch.equal(torch.compile(f, fullgraph=True)(x), expected)
+
+
+def test_in_place_refuses_a_tensor_in_the_graph():
+    x = torch.randn(10, requires_grad=True)
+    y = x * 2
+    with pytest.raises(RuntimeError, match="requires grad"):
+        engine.dropout_(y, 0.5, 2.0, seed=1)
+    with torch.no_grad():
+        engine.dropout_(y, 0.5, 2.0, seed=1)  # explicitly outside autograd: allowed

@@ -202,7 +202,16 @@ def dropout(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0)
 
 
 def dropout_(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0) -> torch.Tensor:
-    """In-place ``dropout`` on ``x`` (outside autograd); returns ``x``."""
+    """In-place ``dropout`` on ``x`` (outside autograd); returns ``x``.
+
+    Refuses a tensor that requires grad while grad mode is on: autograd would
+    not see the mask and the gradient would be silently wrong.
+    """
+    if x.requires_grad and torch.is_grad_enabled():
+        raise RuntimeError(
+            "engine.dropout_ works outside autograd, but x requires grad; use "
+            "x.copy_(engine.dropout(x, ...)) or run it under torch.no_grad()"
+        )
     seed, offset = _as_int(seed, "seed"), _as_int(offset, "offset")
     check_seed_offset(seed, offset, x.numel())
     _dropout_inplace_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
