@@ -3,8 +3,7 @@
 The backward of ``y = where(keep, x * scale, 0)`` is ``where(keep, g * scale, 0)``:
 the same kernel applied to the gradient, so there is one kernel per dtype.
 
-Design, from the measurements in shared/notes/engine-measurements.md and
-our own: Philox is not the bottleneck, the element pass and the memory are.
+Design, from measurements of a planning prototype and of these kernels: Philox is not the bottleneck, the element pass and the memory are.
 So the work is cut into fixed chunks of ``BLOCK_COUNTERS`` counters
 (8 * BLOCK_COUNTERS elements) and each chunk does a few simple loops while its
 data sits in L1:
@@ -335,8 +334,8 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 
 # Numba's threading layer.  Its default here is "omp" (GNU libgomp), and after
 # one parallel kernel its threads made every later training step in the
-# process cost 5-20x the CPU (found by the experiments work, reproduced:
-# shared/notes/numba-omp-spin.md); libgomp is also not fork-safe (a forked
+# process cost 5-20x the CPU (found while running the experiments: a training
+# loop's steps took 12.6 s of wall time instead of 1.2 s); libgomp is also not fork-safe (a forked
 # child that enters a parallel region is terminated).  "workqueue" has neither
 # problem and was as fast on these kernels.  It is not safe for concurrent
 # launches from several threads, so parallel launches take a lock, and a call
