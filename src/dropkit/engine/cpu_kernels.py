@@ -3,7 +3,8 @@
 The backward of ``y = where(keep, x * scale, 0)`` is ``where(keep, g * scale, 0)``:
 the same kernel applied to the gradient, so there is one kernel per dtype.
 
-Design, from measurements of a planning prototype and of these kernels: Philox is not the bottleneck, the element pass and the memory are.
+Design, from measurements of a planning prototype and of these kernels:
+Philox is not the bottleneck, the element pass and the memory are.
 So the work is cut into fixed chunks of ``BLOCK_COUNTERS`` counters
 (8 * BLOCK_COUNTERS elements) and each chunk does a few simple loops while its
 data sits in L1:
