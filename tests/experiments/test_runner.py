@@ -149,3 +149,19 @@ def test_results_are_written_after_every_run(tiny, tmp_path):
     assert len(doc["runs"]) == 1
     with open(out / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == 1
+
+
+def test_the_default_run_is_the_documented_one():
+    """`dropkit run` plans 18 runs (about a minute on 2 cores): guard the time budget."""
+    from dropkit.experiments.runner import resolve_config
+
+    config = resolve_config("compare", {})
+    specs = registry.get("compare")().runs(config)
+    assert config["dataset"] == "mnist1d" and config["seeds"] == [0, 1, 2]
+    assert config["models"] == ["wide-mlp", "tutorial-mlp"]
+    assert config["regularizers"] == ["none", "dropout", "l2"]
+    assert len(specs) == 18 and {s.epochs for s in specs} == {40}
+    assert {(s.model, s.p) for s in specs if s.regularizer == "dropout"} == {
+        ("wide-mlp", 0.2),
+        ("tutorial-mlp", 0.5),
+    }
