@@ -415,7 +415,12 @@ class Convergence(Experiment):
         images = []
         if train:
             images.append(
-                plot_curves(train, out_dir / "curves.png", label=lambda r, _rs: _label(r))
+                plot_curves(
+                    train,
+                    out_dir / "curves.png",
+                    label=lambda r, _rs: _label(r),
+                    title="Test (solid) and train (dashed) accuracy",
+                )
             )
         plt = pyplot()
         if train:
