@@ -171,7 +171,7 @@ class DropPathDepth(Experiment):
                 records,
                 out_dir / "curves.png",
                 label=lambda r, _rs: f"{r['schedule']} max={r['p']:g}",
-                panel=lambda r: f"resmlp ({r['depth']} blocks) on {r['dataset']}",
+                panel=lambda r: f"resmlp ({r['depth']} blocks), DropPath schedule: {r['schedule']}",
                 title="Test (solid) and train (dashed) accuracy",
             )
         ]
