@@ -137,8 +137,11 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
                 + (
                     "statistically the same, as the two formulations should be."
                     if same
-                    else "a clear difference: the two formulations should agree, so look "
-                    "for a bug or an optimiser interaction."
+                    else "a clear difference. The two compute the same functions, but not "
+                    "the same training: the layer after a classic dropout needs weights "
+                    "1/(1-p) times larger for the same output, and Adam's scale-free steps "
+                    "(and the same initialisation) then move it (1-p) times more slowly in "
+                    "equivalent terms; at a fixed budget that can cost accuracy."
                 )
             )
         paragraphs.append(" ".join(text))
