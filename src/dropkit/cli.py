@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
@@ -65,6 +66,14 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=run_bench)
 
 
+def _wrap_item(name: str, text: str, width: int = 79) -> str:
+    """One ``name  text`` entry of a help list, wrapped under its text."""
+    lines = textwrap.wrap(text.rstrip(".") + ".", width - 16)
+    return "\n".join(
+        f"  {name if i == 0 else '':<14}{line}" for i, line in enumerate(lines)
+    )
+
+
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     # Owned by the experiments work: see dropkit/experiments/. The choices come
     # from the registries, and each experiment adds its own options in a group of
@@ -97,10 +106,15 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run",
         help="train networks with and without regularizers; write results and a report",
-        description="Run an experiment: train networks with and without regularizers over "
-        "several seeds, then write results.json, results.csv, PNG plots and a self-contained "
-        "report.html into --out. Experiments: "
-        + "; ".join(f"{n}: {e.help}" for n, e in experiments.items()),
+        description=textwrap.fill(
+            "Run an experiment: train networks with and without regularizers over several "
+            "seeds, then write results.json, results.csv, PNG plots and a self-contained "
+            "report.html into --out.",
+            79,
+        )
+        + "\n\nexperiments:\n"
+        + "\n".join(_wrap_item(n, e.help) for n, e in experiments.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "experiment",
