@@ -151,6 +151,33 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
     return {"forward": forward, "backward": backward, "forward+backward": forward_backward}
 
 
+def time_keep_mask(n: int, p: float, repeat: int) -> dict:
+    """``engine.keep_mask`` against torch's Bernoulli draw of a bool mask, interleaved.
+
+    The mask alone is what channel dropout, DropPath, LockedDropout and the
+    other structured layers draw (their masks are small; this shows the rate).
+    """
+    from dropkit import engine
+
+    contenders = {
+        "dropkit": lambda: engine.keep_mask((n,), p, seed=1),
+        "torch": lambda: torch.empty(n, dtype=torch.bool).bernoulli_(1.0 - p),
+    }
+    for fn in contenders.values():  # warm-up, untimed
+        fn()
+    times = {name: [] for name in contenders}
+    for r in range(repeat):
+        names = list(contenders)
+        for name in names[r % 2:] + names[: r % 2]:
+            times[name].append(_timed(contenders[name]))
+    return {
+        "numel": n,
+        "median_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
+        "speedup_over_torch": statistics.median(
+            u / v for u, v in zip(times["torch"], times["dropkit"], strict=True)),
+    }
+
+
 def _progress(total: int, quiet: bool):
     """A rich progress bar when rich is installed and output is wanted, else a no-op."""
     if quiet:
@@ -232,6 +259,7 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
                         lambda t: torch.nn.functional.dropout(t, p), x),
                 }
                 rows.append(row)
+    masks = [time_keep_mask(n, p, repeat) for n in sizes]
     return {
         "benchmark": "dropout forward/backward, dropkit vs torch vs torch.mul(x, s, out=y)",
         "machine": {
@@ -247,6 +275,7 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
         },
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
+        "keep_mask": masks,
         "targets": check_targets(rows),
     }
 
@@ -298,6 +327,11 @@ def render(result: dict) -> str:
         lines.append(f"{'':9} {'':5} bytes saved for backward per element: dropkit "
                      f"{saved['dropkit']:g}, torch {saved['torch']:g}; dropkit first call "
                      f"{row['dropkit_first_call_s']:.2f} s")
+    for mask in result.get("keep_mask", []):
+        ms = mask["median_ms"]
+        lines.append(f"{'bool mask':9} {format_size(mask['numel']):>5} {'keep_mask':17} "
+                     f"{ms['dropkit']:10.2f} {'':8} {ms['torch']:9.2f} {'':7} "
+                     f"{mask['speedup_over_torch']:8.1f}x   (torch: bernoulli_ on a bool tensor)")
     lines.append("'vs torch' = torch time / dropkit time ('no-cache': dropkit with its CPU "
                  "output cache off); 'vs mul' = dropkit time / multiply time; medians of "
                  "per-repetition ratios.")
