@@ -60,7 +60,7 @@ class OutputCache:
     def empty(self, shape: torch.Size, dtype: torch.dtype,
               allocate: Callable[[], torch.Tensor]) -> torch.Tensor:
         """A contiguous tensor of ``shape`` and ``dtype``: a reused buffer, or ``allocate()``."""
-        nbytes = shape.numel() * torch.empty((), dtype=dtype).element_size()
+        nbytes = shape.numel() * dtype.itemsize
         if _use_count is None or nbytes < MIN_BYTES or nbytes > self.limit_bytes:
             return allocate()
         with self._lock:  # a buffer is taken (use count 2) before another thread looks
