@@ -87,6 +87,28 @@ def _check_seed(seed: int | None) -> int | None:
     return seed
 
 
+def _check_spatial_rank(x: Tensor, spatial_dims: int, fn: str) -> bool:
+    """Check ``x`` is ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``; True if unbatched."""
+    batched, unbatched = spatial_dims + 2, spatial_dims + 1
+    if x.ndim not in (batched, unbatched):
+        raise ValueError(
+            f"{fn}() expects a {unbatched}D (unbatched) or {batched}D (batched) input, "
+            f"(N, C, ...) with {spatial_dims} spatial dim(s); received a {x.ndim}D input "
+            f"of shape {tuple(x.shape)}"
+        )
+    return x.ndim == unbatched
+
+
+def _check_mode(mode: str) -> str:
+    """Check a drop-path ``mode`` against the choices."""
+    if mode not in _DROP_PATH_MODES:
+        raise ValueError(
+            f"Invalid value received for argument `mode`. Expected one of "
+            f"{_DROP_PATH_MODES}. Received: mode={mode!r}"
+        )
+    return mode
+
+
 def _keep_scale(p: float, rescale: bool) -> float:
     """The factor applied to kept values: ``1/(1-p)`` when rescaling, else 1.
 
@@ -225,13 +247,7 @@ def _channel_dropout(
     p = _check_p(p)
     _check_input(x, fn)
     seed = _check_seed(seed)
-    batched, unbatched = spatial_dims + 2, spatial_dims + 1
-    if x.ndim not in (batched, unbatched):
-        raise ValueError(
-            f"{fn}() expects a {unbatched}D (unbatched) or {batched}D (batched) input, "
-            f"(N, C, ...) with {spatial_dims} spatial dim(s); received a {x.ndim}D input "
-            f"of shape {tuple(x.shape)}"
-        )
+    _check_spatial_rank(x, spatial_dims, fn)
     if not training or p == 0.0:
         return x
     # One keep decision per (sample, channel), broadcast over the spatial dims.
@@ -314,11 +330,7 @@ def drop_path(
     p = _check_p(p)
     _check_input(x, "drop_path")
     seed = _check_seed(seed)
-    if mode not in _DROP_PATH_MODES:
-        raise ValueError(
-            f"Invalid value received for argument `mode`. Expected one of "
-            f"{_DROP_PATH_MODES}. Received: mode={mode!r}"
-        )
+    _check_mode(mode)
     if not training or p == 0.0:
         return x
     # Shape-agnostic: (B, 1, 1, ...) broadcasts one decision over every
@@ -447,16 +459,10 @@ def _dropblock(
     _check_input(x, fn)
     seed = _check_seed(seed)
     sizes = _check_block_size(block_size, spatial_dims)
-    batched, unbatched = spatial_dims + 2, spatial_dims + 1
-    if x.ndim not in (batched, unbatched):
-        raise ValueError(
-            f"{fn}() expects a {unbatched}D (unbatched) or {batched}D (batched) input, "
-            f"(N, C, ...) with {spatial_dims} spatial dim(s); received a {x.ndim}D input "
-            f"of shape {tuple(x.shape)}"
-        )
+    unbatched = _check_spatial_rank(x, spatial_dims, fn)
     if not training or p == 0.0 or x.numel() == 0:
         return x
-    xb = x.unsqueeze(0) if x.ndim == unbatched else x
+    xb = x.unsqueeze(0) if unbatched else x
     if p == 1.0:
         keep = torch.zeros((), dtype=torch.bool, device=x.device)
         return _apply_mask(x, keep, 0.0, inplace=False)
@@ -479,7 +485,7 @@ def _dropblock(
     grown = torch.nn.functional.pad(centres.float(), pad)
     pool = torch.nn.functional.max_pool2d if spatial_dims == 2 else torch.nn.functional.max_pool3d
     keep = pool(grown, kernel_size=blocks, stride=1) == 0
-    if x.ndim == unbatched:
+    if unbatched:
         keep = keep.squeeze(0)
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
     if not scale_by_keep:

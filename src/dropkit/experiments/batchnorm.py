@@ -37,9 +37,14 @@ import torch
 from torch import nn
 
 from dropkit.experiments import models_extra
-from dropkit.experiments.claims_util import choices, nanmean, pct, variant_label
+from dropkit.experiments.claims_util import (
+    choices,
+    nanmean,
+    pct,
+    variant_label,
+    variant_runs,
+)
 from dropkit.experiments.registry import Experiment, register
-from dropkit.experiments.runner import model_settings
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec, evaluate, train_run
 
@@ -177,26 +182,7 @@ class BatchNormClash(Experiment):
                     f"batchnorm needs a network with BatchNorm; received model "
                     f"{m!r}. Choose from: {', '.join(models_extra.BN_MODELS)}."
                 )
-        specs = []
-        for seed in config["seeds"]:
-            for model in config["models"]:
-                s = model_settings(config, model)
-                for variant in variants:
-                    for p in [0.0] if variant == "none" else s["p"]:
-                        specs.append(
-                            RunSpec(
-                                dataset=config["dataset"],
-                                model=model,
-                                regularizer="none" if variant == "none" else "dropout",
-                                p=float(p),
-                                seed=int(seed),
-                                epochs=s["epochs"],
-                                batch_size=s["batch_size"],
-                                lr=s["lr"],
-                                extra={"variant": variant},
-                            )
-                        )
-        return specs
+        return variant_runs(config, config["models"], variants)
 
     def run_one(self, spec, data, ctx):
         variant = spec.extra["variant"]

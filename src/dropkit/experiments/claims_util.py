@@ -7,7 +7,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from dropkit.experiments.runner import _as_list
+from dropkit.experiments.runner import _as_list, model_settings
+from dropkit.experiments.train import RunSpec
 
 
 def choices(value: Any, allowed: Sequence[str], what: str) -> list[str]:
@@ -23,6 +24,33 @@ def choices(value: Any, allowed: Sequence[str], what: str) -> list[str]:
         if item not in allowed:
             raise ValueError(f"Unknown {what} {item!r}. Choose one of: {', '.join(allowed)}.")
     return items
+
+
+def variant_runs(config: dict[str, Any], models: Sequence[str],
+                 variants: Sequence[str]) -> list[RunSpec]:
+    """seeds x models x variants x p, seed outermost; variant ``"none"`` runs once
+    at p = 0 without dropout, every other variant with dropout at each of the
+    model's p. The variant is carried in ``RunSpec.extra``."""
+    specs = []
+    for seed in config["seeds"]:
+        for model in models:
+            s = model_settings(config, model)
+            for variant in variants:
+                for p in [0.0] if variant == "none" else s["p"]:
+                    specs.append(
+                        RunSpec(
+                            dataset=config["dataset"],
+                            model=model,
+                            regularizer="none" if variant == "none" else "dropout",
+                            p=float(p),
+                            seed=int(seed),
+                            epochs=s["epochs"],
+                            batch_size=s["batch_size"],
+                            lr=s["lr"],
+                            extra={"variant": variant},
+                        )
+                    )
+    return specs
 
 
 def floats(value: Any, what: str, lo: float = 0.0, hi: float = 1.0) -> list[float]:

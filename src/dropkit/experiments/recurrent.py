@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.experiments import models_extra  # noqa: F401  (registers the "gru" model)
-from dropkit.experiments.claims_util import choices, pct, variant_label
+from dropkit.experiments.claims_util import choices, pct, variant_label, variant_runs
 from dropkit.experiments.recurrent_models import RECURRENT_VARIANTS, GRUClassifier
 from dropkit.experiments.registry import Experiment, register
-from dropkit.experiments.runner import model_settings
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec, train_run
 
@@ -70,25 +69,7 @@ class Recurrent(Experiment):
                 "recurrent trains the GRU classifier only; use --model gru "
                 f"(received {', '.join(config['models'])})."
             )
-        s = model_settings(config, "gru")
-        specs = []
-        for seed in config["seeds"]:
-            for variant in variants:
-                for p in [0.0] if variant == "none" else s["p"]:
-                    specs.append(
-                        RunSpec(
-                            dataset=config["dataset"],
-                            model="gru",
-                            regularizer="none" if variant == "none" else "dropout",
-                            p=float(p),
-                            seed=int(seed),
-                            epochs=s["epochs"],
-                            batch_size=s["batch_size"],
-                            lr=s["lr"],
-                            extra={"variant": variant},
-                        )
-                    )
-        return specs
+        return variant_runs(config, ["gru"], variants)
 
     def run_one(self, spec, data, ctx):
         def build():

@@ -43,13 +43,6 @@ class ConfigError(ValueError):
 
 
 # -------------------------------------------------------------- configuration
-def experiment_option_names(exp: type[registry.Experiment]) -> list[str]:
-    parser = argparse.ArgumentParser(add_help=False)
-    group = parser.add_argument_group()
-    exp.add_arguments(group)
-    return [a.dest for a in group._group_actions]
-
-
 def experiment_option_defaults(exp: type[registry.Experiment]) -> dict[str, Any]:
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group()

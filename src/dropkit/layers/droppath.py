@@ -41,13 +41,8 @@ class DropPath(nn.Module):
     def __init__(self, p: float = 0.0, *, scale_by_keep: bool = True, mode: str = "row") -> None:
         super().__init__()
         self.p = F._check_p(p)
-        if mode not in F._DROP_PATH_MODES:
-            raise ValueError(
-                f"Invalid value received for argument `mode`. Expected one of "
-                f"{F._DROP_PATH_MODES}. Received: mode={mode!r}"
-            )
         self.scale_by_keep = bool(scale_by_keep)
-        self.mode = mode
+        self.mode = F._check_mode(mode)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.drop_path(
