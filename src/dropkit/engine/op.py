@@ -5,7 +5,10 @@ with a fake implementation, so ``torch.compile(fullgraph=True)`` traces it as
 a single opaque node, and an autograd formula that saves nothing per element:
 the backward pass is the same op applied to the incoming gradient, because
 ``grad_x = where(keep, grad * scale, 0)`` has exactly the forward's form, and
-the mask is regenerated from ``(seed, offset)``.
+the mask is regenerated from ``(seed, offset)``.  The ops are what
+``torch.compile`` sees; eager calls run the same ``*_impl`` functions directly
+(through a plain ``autograd.Function`` when a gradient is needed), because the
+custom-op dispatcher costs as much as the kernel on small tensors.
 
 Schema ``int`` arguments are signed 64-bit, while seeds and offsets are
 unsigned 64-bit; they cross the op boundary as their two's-complement int64
@@ -175,6 +178,12 @@ class _EagerDropout(torch.autograd.Function):
 @torch.library.custom_op("dropkit::philox_dropout_", mutates_args=("x",))
 def _dropout_inplace_op(x: torch.Tensor, threshold: int, scale: float, seed: int,
                         offset: int) -> None:
+    _dropout_inplace_impl(x, threshold, scale, seed, offset)
+
+
+def _dropout_inplace_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
+                          offset: int) -> None:
+    """The in-place kernel call; ``seed``/``offset`` as int64 bit patterns."""
     seed, offset = _as_uint64(seed), _as_uint64(offset)
     if x.is_contiguous():
         _dropout_into(x, x, threshold, scale, seed, offset)
@@ -254,5 +263,6 @@ def dropout_(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0
         )
     seed, offset = _as_int(seed, "seed"), _as_int(offset, "offset")
     check_seed_offset(seed, offset, x.numel())
-    _dropout_inplace_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
+    inplace_op = _dropout_inplace_op if torch.compiler.is_compiling() else _dropout_inplace_impl
+    inplace_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
     return x

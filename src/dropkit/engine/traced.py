@@ -17,7 +17,7 @@ from dropkit.engine import op
 from dropkit.engine.reference import check_seed_offset, threshold
 
 
-def draw_seed_tensor(device=None) -> torch.Tensor:
+def draw_seed_tensor() -> torch.Tensor:
     """One 63-bit draw from torch's default CPU generator, kept as a 0-dim int64 tensor.
 
     ``randint`` rather than ``random_``: dynamo traces the out-of-place op only.
