@@ -44,3 +44,19 @@ def test_saved_bytes_per_element_counts_a_saved_mask():
     x = torch.randn(1000)
     assert bench.saved_bytes_per_element(lambda t: t * 2.0, x) == 0
     assert bench.saved_bytes_per_element(lambda t: t * t, x) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--sizes", "foo"], "--sizes: expected element counts"),
+    (["--sizes", "0"], "size must be >= 1"),
+    (["--dtypes", "int8"], "unknown dtype 'int8'; choose from: float32"),
+    (["--p", "1.5"], "expected 0 <= p < 1"),
+    (["--repeat", "0"], "expected a positive integer"),
+])
+def test_bad_arguments_are_refused_before_any_work(args, message, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", *args, "--out", str(out)])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()

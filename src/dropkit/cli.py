@@ -40,12 +40,34 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "side in one run, and measure the bytes kept for backward per element. Prints a "
         "table and writes JSON.",
     )
-    p.add_argument("--sizes", default="1M,16M",
+    from dropkit.bench import parse_size
+    from dropkit.experiments.registry import comma_list
+
+    dtypes = ("float32", "float64", "float16", "bfloat16")
+
+    def drop_probability(text: str) -> float:
+        value = float(text)
+        if not 0.0 <= value < 1.0:
+            raise argparse.ArgumentTypeError(f"expected 0 <= p < 1, got {text!r}")
+        return value
+
+    def positive_int(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        return value
+
+    p.add_argument("--sizes", default=[1 << 20, 16 << 20],
+                   type=comma_list(parse_size, "element counts such as 1M,16M",
+                                   lambda n: None if n >= 1 else f"size must be >= 1, got {n}"),
                    help="comma-separated element counts, K/M suffixes allowed (default 1M,16M)")
-    p.add_argument("--dtypes", default="float32,bfloat16",
-                   help="comma-separated dtypes (default float32,bfloat16)")
-    p.add_argument("--p", type=float, default=0.5, help="drop probability (default 0.5)")
-    p.add_argument("--repeat", type=int, default=15,
+    p.add_argument("--dtypes", default=["float32", "bfloat16"],
+                   type=comma_list(str, "dtype names", lambda d: None if d in dtypes else
+                                   f"unknown dtype {d!r}; choose from: {', '.join(dtypes)}"),
+                   help=f"comma-separated, from {', '.join(dtypes)} (default float32,bfloat16)")
+    p.add_argument("--p", type=drop_probability, default=0.5,
+                   help="drop probability in [0, 1) (default 0.5)")
+    p.add_argument("--repeat", type=positive_int, default=15,
                    help="timed repetitions per measurement; medians are reported (default 15)")
     p.add_argument("--out", default="benchmarks/results/dropout.json",
                    help="JSON output path; '' to skip (default benchmarks/results/dropout.json)")
@@ -55,8 +77,8 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         from dropkit import bench
 
         return bench.main(
-            sizes=[bench.parse_size(s) for s in args.sizes.split(",") if s.strip()],
-            dtypes=[d.strip() for d in args.dtypes.split(",") if d.strip()],
+            sizes=args.sizes,
+            dtypes=args.dtypes,
             p=args.p,
             repeat=args.repeat,
             out=args.out or None,
