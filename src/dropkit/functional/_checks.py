@@ -1,0 +1,152 @@
+"""Argument checks and mask helpers shared by every functional and module of the package."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+from dropkit import engine
+from dropkit.engine import traced
+
+_DROP_PATH_MODES = ("row", "batch")
+
+
+def _check_p(p: float, name: str = "p") -> float:
+    """Return ``p`` as a float after checking it is a probability."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(
+            f"Invalid type received for argument `{name}`. Expected a float between 0 and 1 "
+            f"(the drop probability). Received: {name}={p!r} of type {type(p).__name__}"
+        )
+    value = float(p)
+    if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+        raise ValueError(
+            f"Invalid value received for argument `{name}`. Expected a float between 0 and 1 "
+            f"(the drop probability). Received: {name}={p!r}"
+        )
+    return value
+
+
+def _check_input(x: Tensor, fn: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{fn}() expects a torch.Tensor as input; received {type(x).__name__}")
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(
+            f"{fn}() expects a floating-point tensor; received a tensor of dtype={x.dtype}. "
+            "Dropout of integer or boolean tensors is not defined: cast with .float() first."
+        )
+    if x.is_complex():
+        raise TypeError(f"{fn}() does not support complex tensors; received dtype={x.dtype}")
+
+
+def _check_seed(seed: int | None) -> int | None:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(
+            f"Invalid type received for argument `seed`. Expected an int in [0, 2**64) or None. "
+            f"Received: seed={seed!r} of type {type(seed).__name__}"
+        )
+    seed = int(seed)
+    if not 0 <= seed < 2**64:
+        raise ValueError(
+            f"Invalid value received for argument `seed`. Expected an int in [0, 2**64) or None. "
+            f"Received: seed={seed}"
+        )
+    return seed
+
+
+def _check_spatial_rank(x: Tensor, spatial_dims: int, fn: str) -> bool:
+    """Check ``x`` is ``(N, C, *spatial)`` or unbatched ``(C, *spatial)``; True if unbatched."""
+    batched, unbatched = spatial_dims + 2, spatial_dims + 1
+    if x.ndim not in (batched, unbatched):
+        raise ValueError(
+            f"{fn}() expects a {unbatched}D (unbatched) or {batched}D (batched) input, "
+            f"(N, C, ...) with {spatial_dims} spatial dim(s); received a {x.ndim}D input "
+            f"of shape {tuple(x.shape)}"
+        )
+    return x.ndim == unbatched
+
+
+def _check_mode(mode: str) -> str:
+    """Check a drop-path ``mode`` against the choices."""
+    if mode not in _DROP_PATH_MODES:
+        raise ValueError(
+            f"Invalid value received for argument `mode`. Expected one of "
+            f"{_DROP_PATH_MODES}. Received: mode={mode!r}"
+        )
+    return mode
+
+
+def _keep_scale(p: float, rescale: bool) -> float:
+    """The factor applied to kept values: ``1/(1-p)`` when rescaling, else 1.
+
+    At ``p == 1`` nothing is kept, so the factor is irrelevant; 0 avoids the
+    division by zero that would otherwise turn ``0 * inf`` into NaN.
+    """
+    if not rescale:
+        return 1.0
+    return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+
+
+def _compiling(seed: int | None) -> bool:
+    """True when tracing under torch.compile with a seed to draw.
+
+    Then the seed is drawn as a tensor inside the graph (``engine.traced``):
+    a Python-int seed would cost a graph break and be baked into the graph.
+    """
+    return seed is None and torch.compiler.is_compiling()
+
+
+def _keep_mask(shape: tuple[int, ...], p: float, seed: int | None, device) -> Tensor:
+    if _compiling(seed):
+        return traced.keep_mask(shape, p, traced.draw_seed_tensor(), device=device)
+    if seed is None:
+        seed = engine.draw_seed()
+    return engine.keep_mask(shape, p, seed, device=device)
+
+
+def _apply_mask(x: Tensor, keep: Tensor, scale: float, inplace: bool) -> Tensor:
+    """``where(keep, x * scale, 0)`` for a mask that broadcasts against ``x``.
+
+    ``where`` rather than a multiply by the mask, so dropped entries are
+    exactly 0 even where ``x`` holds inf or NaN.
+    """
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    scaled = x * scale if scale != 1.0 else x
+    out = torch.where(keep, scaled, zero)
+    if inplace:
+        return x.copy_(out)
+    return out
+
+
+def _noise_generator(seed: int | None, device: torch.device) -> torch.Generator | None:
+    """A generator for continuous noise, seeded from ``seed`` or the engine.
+
+    ``None`` (torch's default generator) while tracing under torch.compile
+    without a seed: a generator object cannot be traced, the default one can.
+    """
+    if seed is None and torch.compiler.is_compiling():
+        return None
+    if seed is None:
+        seed = engine.draw_seed()
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _check_block_size(block_size, spatial_dims: int) -> tuple[int, ...]:
+    sizes = (block_size,) * spatial_dims if isinstance(block_size, numbers.Integral) else block_size
+    ok = (
+        isinstance(sizes, tuple | list)
+        and len(sizes) == spatial_dims
+        and all(isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1
+                for b in sizes)
+    )
+    if not ok:
+        raise ValueError(
+            f"Invalid value received for argument `block_size`. Expected a positive int or a "
+            f"tuple of {spatial_dims} positive ints. Received: block_size={block_size!r}"
+        )
+    return tuple(int(b) for b in sizes)

@@ -1,0 +1,87 @@
+"""Gaussian and alpha dropout: noise that keeps a layer's moments."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from dropkit.functional._checks import (
+    _apply_mask,
+    _check_input,
+    _check_p,
+    _check_seed,
+    _keep_mask,
+    _noise_generator,
+)
+
+# SELU's saturation value -lambda * alpha (Klambauer et al., 2017): the value a
+# SELU unit takes for x -> -inf, and so the value alpha dropout sets dropped
+# units to (0 would shift SELU's mean and variance).
+SELU_ALPHA_PRIME = -1.7580993408473766
+
+
+
+def gaussian_dropout(
+    x: Tensor, p: float = 0.5, training: bool = True, *, seed: int | None = None
+) -> Tensor:
+    r"""Multiply by Gaussian noise with the mean and variance of inverted dropout.
+
+    .. math::
+        y_{\text{train}} = x \odot \epsilon,\quad
+        \epsilon_i \sim \mathcal{N}\!\left(1, \tfrac{p}{1-p}\right),
+        \qquad y_{\text{eval}} = x
+
+    :math:`p/(1-p)` is the variance of the inverted-dropout factor
+    :math:`m/(1-p)`, so both regularise alike to second order (Srivastava et
+    al., 2014, sec. 10; Keras ``GaussianDropout``). ``p = 1`` would need
+    infinite variance and is rejected.
+    """
+    p = _check_p(p)
+    _check_input(x, "gaussian_dropout")
+    seed = _check_seed(seed)
+    if p == 1.0:
+        raise ValueError(
+            "Invalid value received for argument `p`. Gaussian dropout needs p < 1 "
+            f"(its noise variance p/(1-p) is infinite at p=1). Received: p={p!r}"
+        )
+    if not training or p == 0.0:
+        return x
+    gen = _noise_generator(seed, x.device)
+    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32)
+    noise = noise.mul_(math.sqrt(p / (1.0 - p))).add_(1.0).to(x.dtype)
+    return x * noise
+
+
+def alpha_dropout(
+    x: Tensor, p: float = 0.5, training: bool = True, *, seed: int | None = None
+) -> Tensor:
+    r"""Dropout that keeps SELU's self-normalising mean 0 and variance 1.
+
+    Dropped units are set to SELU's saturation value
+    :math:`\alpha' = -\lambda\alpha \approx -1.7581` instead of 0, then an
+    affine map restores the moments:
+
+    .. math::
+        y = a\,\bigl(x \odot m + \alpha'(1-m)\bigr) + b,\quad
+        a = \bigl((1-p)(1 + p\,\alpha'^2)\bigr)^{-1/2},\quad b = -a\,\alpha' p
+
+    so that :math:`\mathbb{E}[x]=0,\ \mathrm{Var}[x]=1` gives the same for
+    :math:`y`. Identity in eval; ``p = 1`` gives zeros (as torch).
+
+    Reference: Klambauer et al., "Self-Normalizing Neural Networks", NeurIPS 2017.
+    """
+    p = _check_p(p)
+    _check_input(x, "alpha_dropout")
+    seed = _check_seed(seed)
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        keep = torch.zeros((), dtype=torch.bool, device=x.device)
+        return _apply_mask(x, keep, 0.0, inplace=False)
+    a = ((1.0 - p) * (1.0 + p * SELU_ALPHA_PRIME**2)) ** -0.5
+    b = -a * SELU_ALPHA_PRIME * p
+    keep = _keep_mask(tuple(x.shape), p, seed, x.device)
+    dropped_value = torch.tensor(a * SELU_ALPHA_PRIME + b, dtype=x.dtype, device=x.device)
+    return torch.where(keep, x * a + b, dropped_value)
