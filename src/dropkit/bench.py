@@ -5,9 +5,6 @@ by repetition (this machine is shared and noisy, so only ratios measured side
 by side mean anything):
 
 - ``dropkit``: ``dropkit.functional.dropout(x, p)`` (the Philox engine);
-- ``dropkit_uncached``: the same with dropkit's CPU output cache off, so that
-  every output is a fresh allocation, as torch's are (see
-  ``dropkit.engine.output_cache``);
 - ``torch``: ``torch.nn.functional.dropout(x, p)``;
 - ``mul``: ``torch.mul(x, s, out=y)``, the memory-bound reference (one read,
   one write, nothing random, no allocation);
@@ -37,9 +34,7 @@ import torch
 
 DEFAULT_SIZES = (1 << 20, 16 << 20)
 DEFAULT_DTYPES = ("float32", "bfloat16")
-# dropkit_uncached: dropkit with its CPU output cache off (every output a fresh
-# allocation, as torch's), to show what the cache is worth.
-CONTENDERS = ("dropkit", "dropkit_uncached", "torch", "mul")
+CONTENDERS = ("dropkit", "torch", "mul")
 PHASES = ("forward", "backward", "forward+backward")
 
 # The issue's targets, checked at 16M float32.
@@ -50,6 +45,18 @@ TARGETS = {
     "forward time / multiply time at most": 4.0,
     "bytes saved per element at most": 0.0,
 }
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def parse_size(text: str) -> int:
@@ -88,25 +95,6 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def _uncached(fn: Callable) -> Callable:
-    """``fn`` with dropkit's CPU output cache off while it runs (and its backward)."""
-    from dropkit.engine.output_cache import CPU_OUTPUTS
-
-    class _Off:
-        def __enter__(self):
-            self.limit, CPU_OUTPUTS.limit_bytes = CPU_OUTPUTS.limit_bytes, 0
-
-        def __exit__(self, *exc):
-            CPU_OUTPUTS.limit_bytes = self.limit
-
-    def wrapped(*args, **kwargs):
-        with _Off():
-            return fn(*args, **kwargs)
-
-    wrapped.off = _Off
-    return wrapped
-
-
 def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
                      out: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The three timed callables of one contender."""
@@ -123,9 +111,6 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
 
     if name.startswith("dropkit"):
         from dropkit.functional import dropout as fn
-
-        if name == "dropkit_uncached":
-            fn = _uncached(fn)
     else:
         fn = torch.nn.functional.dropout
     leaf = x.detach().requires_grad_()
@@ -135,18 +120,14 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
         with torch.no_grad():
             return fn(x, p, training=True)
 
-    off = getattr(fn, "off", nullcontext)  # the uncached variant's backward is uncached too
-
     def backward():
         if "y" not in kept:  # one graph, kept alive across repetitions
             kept["y"] = fn(leaf, p, training=True)
-        with off():
-            return torch.autograd.grad(kept["y"], leaf, grad, retain_graph=True)
+        return torch.autograd.grad(kept["y"], leaf, grad, retain_graph=True)
 
     def forward_backward():
-        with off():
-            y = fn(leaf, p, training=True)
-            return torch.autograd.grad(y, leaf, grad)
+        y = fn(leaf, p, training=True)
+        return torch.autograd.grad(y, leaf, grad)
 
     return {"forward": forward, "backward": backward, "forward+backward": forward_backward}
 
@@ -197,6 +178,7 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
     import numba
 
     from dropkit import engine
+    from dropkit.engine import cpu_kernels
 
     rows = []
     steps = len(sizes) * len(dtypes) * repeat
@@ -234,7 +216,7 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
                 row = {"dtype": dtype_name, "numel": n, "p": p, "repeat": repeat,
                        "dropkit_first_call_s": first_call_s, "phases": {}}
                 for phase in PHASES:
-                    dk, dk_uncached, tt, mul = (times[(name, phase)] for name in CONTENDERS)
+                    dk, tt, mul = (times[(name, phase)] for name in CONTENDERS)
 
                     def ratio(a, b):
                         return statistics.median(u / v for u, v in zip(a, b, strict=True))
@@ -248,8 +230,6 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
                         "speedup_over_torch": ratio(tt, dk),
                         "dropkit_over_mul": ratio(dk, mul),
                         "torch_over_mul": ratio(tt, mul),
-                        "uncached_speedup_over_torch": ratio(tt, dk_uncached),
-                        "uncached_over_mul": ratio(dk_uncached, mul),
                     }
                 from dropkit.functional import dropout as dk_dropout
 
@@ -264,10 +244,11 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
         "benchmark": "dropout forward/backward, dropkit vs torch vs torch.mul(x, s, out=y)",
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": cpu_name(),
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
-            "numba_threads": numba.get_num_threads(),
+            # threads of dropkit's CPU kernels: torch's intra-op setting
+            "dropkit_threads": cpu_kernels.num_threads(),
             "torch": torch.__version__,
             "numba": numba.__version__,
             # other work on the machine: the 1/5/15-minute load averages at the end
@@ -306,22 +287,21 @@ def render(result: dict) -> str:
     m = result["machine"]
     lines.append(f"{m['processor']}, {m['cpu_count']} CPUs, torch {m['torch']} "
                  f"({m['torch_threads']} threads), numba {m['numba']} "
-                 f"({m['numba_threads']} threads)")
+                 f"(dropkit kernels: {m['dropkit_threads']} threads)")
     if m.get("load_average"):
         lines.append("load average at the end (1, 5, 15 min): "
                      + ", ".join(f"{v:.2f}" for v in m["load_average"]))
-    header = (f"{'dtype':9} {'size':>5} {'phase':17} {'dropkit ms':>10} {'no-cache':>8} "
-              f"{'torch ms':>9} {'mul ms':>7} {'vs torch':>9} {'no-cache':>8} {'vs mul':>7}")
+    header = (f"{'dtype':9} {'size':>5} {'phase':17} {'dropkit ms':>10} "
+              f"{'torch ms':>9} {'mul ms':>7} {'vs torch':>9} {'vs mul':>7}")
     lines.append(header)
     lines.append("-" * len(header))
     for row in result["rows"]:
         for phase, ph in row["phases"].items():
             ms = ph["median_ms"]
             lines.append(f"{row['dtype']:9} {format_size(row['numel']):>5} {phase:17} "
-                         f"{ms['dropkit']:10.2f} {ms['dropkit_uncached']:8.2f} "
+                         f"{ms['dropkit']:10.2f} "
                          f"{ms['torch']:9.2f} {ms['mul']:7.2f} "
                          f"{ph['speedup_over_torch']:8.1f}x "
-                         f"{ph['uncached_speedup_over_torch']:7.1f}x "
                          f"{ph['dropkit_over_mul']:6.2f}x")
         saved = row["saved_bytes_per_element"]
         lines.append(f"{'':9} {'':5} bytes saved for backward per element: dropkit "
@@ -330,11 +310,10 @@ def render(result: dict) -> str:
     for mask in result.get("keep_mask", []):
         ms = mask["median_ms"]
         lines.append(f"{'bool mask':9} {format_size(mask['numel']):>5} {'keep_mask':17} "
-                     f"{ms['dropkit']:10.2f} {'':8} {ms['torch']:9.2f} {'':7} "
+                     f"{ms['dropkit']:10.2f} {ms['torch']:9.2f} {'':7} "
                      f"{mask['speedup_over_torch']:8.1f}x   (torch: bernoulli_ on a bool tensor)")
-    lines.append("'vs torch' = torch time / dropkit time ('no-cache': dropkit with its CPU "
-                 "output cache off); 'vs mul' = dropkit time / multiply time; medians of "
-                 "per-repetition ratios.")
+    lines.append("'vs torch' = torch time / dropkit time; 'vs mul' = dropkit time / multiply "
+                 "time; medians of per-repetition ratios.")
     if result["targets"]:
         lines.append("Targets at 16M float32:")
         for name, t in result["targets"].items():

@@ -8,7 +8,6 @@ Numba and Triton are imported lazily, on the first call that needs them, so
 """
 
 from dropkit.engine.op import draw_seed, dropout, dropout_, keep_mask
-from dropkit.engine.output_cache import empty_cache
 from dropkit.engine.reference import threshold
 
-__all__ = ["draw_seed", "dropout", "dropout_", "empty_cache", "keep_mask", "threshold"]
+__all__ = ["draw_seed", "dropout", "dropout_", "keep_mask", "threshold"]

@@ -18,11 +18,15 @@ data sits in L1:
    element is zeroed by ANDing the bits of its product with 0 rather than by
    a select: +0.0 even for inf/nan inputs, and faster.
 
-Parallel tasks are groups of ``TASK_CHUNKS`` chunks; small inputs run serially.
-Large outputs are advised to use transparent huge pages (see ``empty_like``).
+Large inputs are cut into one contiguous part per thread, at chunk boundaries,
+and the parts run on a small pool of Python threads that dropkit owns (the
+kernels release the GIL); small inputs run on the calling thread.  Numba's
+own parallel layer is not used, so dropkit never touches Numba's
+process-wide threading configuration (see ``_run``).  Large outputs are
+advised to use transparent huge pages (see ``empty_like``).
 
 Chunks are independent and every element's lane depends only on its index, so
-the result does not depend on the number of threads or on the chunking.
+the result does not depend on the number of threads or on the split.
 
 float32 and float64 are multiplied in their own precision.  float16 and
 bfloat16 are handled on their bit patterns: widened exactly to float32,
@@ -36,12 +40,11 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import torch
-
-from dropkit.engine.output_cache import CPU_OUTPUTS
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for
     raise ImportError("dropkit's CPU kernels read Philox words as halfwords: little-endian only")
@@ -58,7 +61,6 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 _SHIFT32 = np.uint64(32)
 
 _jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-_pjit = numba.njit(cache=True, nogil=True, parallel=True, fastmath=False, error_model="numpy")
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -236,32 +238,18 @@ def _mask_chunk(out, t, key0, key1, offset, c, words):
         outs[e] = np.uint8(np.int32(lanes[e]) >= t)
 
 
-# Drivers: one parallel and one serial per kind.  Small inputs run serially,
-# because waking a thread team costs more than the work (and on a loaded
-# machine a parallel region waits for every thread to be scheduled).  They are
-# written out per kind on purpose: one driver taking the chunk function as an
-# argument is specialised on the function object, which Numba's on-disk cache
-# misses in every new process (tried: a 2-4 s compile on each import).
+# Drivers: one per kind, each running on the calling thread over a range of
+# chunks.  They are written out per kind on purpose: one driver taking the
+# chunk function as an argument is specialised on the function object, which
+# Numba's on-disk cache misses in every new process (tried: a 2-4 s compile on
+# each import).  A part of a large input is given to a driver as the slices
+# ``x[start:stop]`` with ``offset + start // 8``: with ``start`` a multiple of
+# BLOCK_ELEMENTS, its chunks and counters are exactly those of the whole.
 
 
 @_inline
 def _chunks(n):
     return (n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
-
-
-# A parallel task is TASK_CHUNKS consecutive chunks (65536 elements) sharing one
-# scratch allocation: allocating per chunk cost ~8% of the kernel.
-TASK_CHUNKS = 16
-
-
-@_inline
-def _tasks(n):
-    return (_chunks(n) + TASK_CHUNKS - 1) // TASK_CHUNKS
-
-
-@_inline
-def _task_chunks(task, n):
-    return range(task * TASK_CHUNKS, min((task + 1) * TASK_CHUNKS, _chunks(n)))
 
 
 @_inline
@@ -270,108 +258,115 @@ def _scratch():
     return np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32), np.empty(BLOCK_ELEMENTS, np.uint32)
 
 
-@_pjit
-def _dropout_float_parallel(x, out, t, scale, seed, offset):
-    for task in numba.prange(_tasks(x.size)):
-        words, wide = _scratch()
-        for c in _task_chunks(task, x.size):
-            _float_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
-
-
 @_jit
-def _dropout_float_serial(x, out, t, scale, seed, offset):
+def _dropout_float(x, out, t, scale, seed, offset):
     words, wide = _scratch()
     for c in range(_chunks(x.size)):
         _float_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
 
 
-@_pjit
-def _dropout_bf16_parallel(x, out, t, scale, seed, offset):
-    for task in numba.prange(_tasks(x.size)):
-        words, wide = _scratch()
-        for c in _task_chunks(task, x.size):
-            _bf16_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
-
-
 @_jit
-def _dropout_bf16_serial(x, out, t, scale, seed, offset):
+def _dropout_bf16(x, out, t, scale, seed, offset):
     words, wide = _scratch()
     for c in range(_chunks(x.size)):
         _bf16_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
 
 
-@_pjit
-def _dropout_f16_parallel(x, out, t, scale, seed, offset):
-    for task in numba.prange(_tasks(x.size)):
-        words, wide = _scratch()
-        for c in _task_chunks(task, x.size):
-            _f16_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
-
-
 @_jit
-def _dropout_f16_serial(x, out, t, scale, seed, offset):
+def _dropout_f16(x, out, t, scale, seed, offset):
     words, wide = _scratch()
     for c in range(_chunks(x.size)):
         _f16_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
 
 
-@_pjit
-def _keep_mask_parallel(out, t, seed, offset):
-    for task in numba.prange(_tasks(out.size)):
-        words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
-        for c in _task_chunks(task, out.size):
-            _mask_chunk(out, t, seed & _LOW32, seed >> _SHIFT32, offset, c, words)
-
-
 @_jit
-def _keep_mask_serial(out, t, seed, offset):
+def _keep_mask_kernel(out, t, seed, offset):
     words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
     for c in range(_chunks(out.size)):
         _mask_chunk(out, t, seed & _LOW32, seed >> _SHIFT32, offset, c, words)
 
 
-# Below this many elements a call runs on the calling thread only.
+# Below this many elements a call runs on the calling thread only: waking
+# threads costs more than the work.
 PARALLEL_MIN_ELEMENTS = 1 << 16
 
-# Numba's threading layer.  Its default here is "omp" (GNU libgomp), and after
-# one parallel kernel its threads made every later training step in the
-# process cost 5-20x the CPU (found while running the experiments: a training
-# loop's steps took 12.6 s of wall time instead of 1.2 s); libgomp is also not fork-safe (a forked
-# child that enters a parallel region is terminated).  "workqueue" has neither
-# problem and was as fast on these kernels.  It is not safe for concurrent
-# launches from several threads, so parallel launches take a lock, and a call
-# that finds it taken runs the serial kernel (same bits) instead of waiting.
-# A layer chosen by the user (NUMBA_THREADING_LAYER) is left alone.
-if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
-_parallel_lock = threading.Lock()
-
-# The process whose thread team the parallel kernels use: a forked child (a
-# DataLoader worker, say) runs the serial kernels, whatever the layer.
-_parallel_pid: int | None = None
+# Why a pool of our own and not Numba's ``parallel=True``.  Numba's default
+# threading layer here is GNU libgomp, whose spinning threads made every later
+# training step of the process cost 5-20x the CPU, and which terminates a
+# forked child that enters a parallel region.  Its "workqueue" layer has
+# neither problem but aborts the process when two threads launch parallel work
+# at once, and the layer is chosen once for the whole process: selecting it
+# broke users' own ``@njit(parallel=True)`` code.  Plain threads running the
+# serial drivers on disjoint parts (the drivers release the GIL) have none of
+# these problems: idle workers sleep on a queue, several callers may submit at
+# once, and Numba's configuration stays the user's.
+_pool: ThreadPoolExecutor | None = None
+_pool_workers = 0
+_pool_lock = threading.Lock()
 
 
-def _run(serial, parallel, numel: int, *args) -> None:
-    """``parallel(*args)`` for large inputs when it is safe, else ``serial(*args)``."""
-    global _parallel_pid
-    if numel >= PARALLEL_MIN_ELEMENTS:
-        pid = os.getpid()
-        if _parallel_pid is None:
-            _parallel_pid = pid
-        if _parallel_pid == pid and _parallel_lock.acquire(blocking=False):
-            try:
-                parallel(*args)
-            finally:
-                _parallel_lock.release()
-            return
-    serial(*args)
+def _reset_after_fork() -> None:
+    """In a forked child the parent's worker threads do not exist and its locks
+    may be held by a thread that is gone: start from nothing."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
 
 
-_DROPOUT_KERNELS = {  # dtype -> (serial, parallel, scale type)
-    torch.float64: (_dropout_float_serial, _dropout_float_parallel, np.float64),
-    torch.float32: (_dropout_float_serial, _dropout_float_parallel, np.float32),
-    torch.bfloat16: (_dropout_bf16_serial, _dropout_bf16_parallel, np.float32),
-    torch.float16: (_dropout_f16_serial, _dropout_f16_parallel, np.float32),
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def num_threads() -> int:
+    """Threads a large call uses: torch's intra-op setting (``torch.set_num_threads``)."""
+    return max(1, torch.get_num_threads())
+
+
+def _executor(workers: int) -> ThreadPoolExecutor:
+    global _pool, _pool_workers
+    with _pool_lock:
+        if _pool is None or _pool_workers < workers:
+            old = _pool
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dropkit")
+            _pool_workers = workers
+            if old is not None:
+                old.shutdown(wait=False)  # its running tasks finish; it takes no new ones
+        return _pool
+
+
+def _run(kernel, numel: int, arrays: tuple[np.ndarray, ...], *args) -> None:
+    """``kernel(*arrays, *args[:-1], offset)`` over all elements, split across threads.
+
+    ``arrays`` are the flat element arrays (sliced per part); the last of
+    ``args`` is the Philox counter offset, advanced by ``start // 8`` per part.
+    """
+    *params, offset = args
+    threads = min(num_threads(), numel // (PARALLEL_MIN_ELEMENTS // 2) or 1)
+    if numel < PARALLEL_MIN_ELEMENTS or threads < 2:
+        kernel(*arrays, *params, offset)
+        return
+    chunks = (numel + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    per_part = (chunks + threads - 1) // threads * BLOCK_ELEMENTS
+    starts = range(0, numel, per_part)
+
+    def part(start: int) -> None:
+        stop = min(start + per_part, numel)
+        kernel(*(a[start:stop] for a in arrays), *params,
+               offset + np.uint64(start // 8))
+
+    pool = _executor(threads - 1)
+    futures = [pool.submit(part, start) for start in starts[1:]]
+    try:
+        part(starts[0])  # the calling thread does the first part itself
+    finally:
+        for future in futures:
+            future.result()  # re-raises a worker's exception
+
+
+_DROPOUT_KERNELS = {  # dtype -> (driver, scale type)
+    torch.float64: (_dropout_float, np.float64),
+    torch.float32: (_dropout_float, np.float32),
+    torch.bfloat16: (_dropout_bf16, np.float32),
+    torch.float16: (_dropout_f16, np.float32),
 }
 
 
@@ -419,12 +414,14 @@ def _empty_huge_like(x: torch.Tensor) -> torch.Tensor:
 
 
 def empty_like(x: torch.Tensor) -> torch.Tensor:
-    """A contiguous tensor like ``x`` for a kernel's output.
+    """A fresh contiguous tensor like ``x`` for a kernel's output; large ones ask for huge pages.
 
-    Large ones come from the output cache (a buffer no tensor uses any more,
-    see ``output_cache``) or are fresh and advised to use huge pages.
+    Always a new allocation from torch's allocator: dropkit never hands out a
+    buffer again, since something it cannot see (another process holding
+    shared memory, a storage object, a DLPack capsule, a C extension) may still
+    reach an old one.
     """
-    return CPU_OUTPUTS.empty(x.shape, x.dtype, lambda: _empty_huge_like(x))
+    return _empty_huge_like(x)
 
 
 def _flat_numpy(t: torch.Tensor) -> np.ndarray:
@@ -439,10 +436,10 @@ def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed:
                  offset: int) -> None:
     """``out = where(keep, x * scale, 0)``; x and out contiguous CPU tensors (may be the same)."""
     try:
-        serial, parallel, scale_type = _DROPOUT_KERNELS[x.dtype]
+        kernel, scale_type = _DROPOUT_KERNELS[x.dtype]
     except KeyError:
         raise TypeError(f"no CPU kernel for dtype {x.dtype}") from None
-    _run(serial, parallel, x.numel(), _flat_numpy(x), _flat_numpy(out), np.int32(t),
+    _run(kernel, x.numel(), (_flat_numpy(x), _flat_numpy(out)), np.int32(t),
          scale_type(scale), np.uint64(seed), np.uint64(offset))
 
 
@@ -450,8 +447,8 @@ def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     """Flat bool tensor of ``numel`` elements, True where kept."""
     out = torch.empty(numel, dtype=torch.uint8)  # torch's own storage, not numpy's
     if numel:
-        _run(_keep_mask_serial, _keep_mask_parallel, numel, out.numpy(), np.int32(t),
-             np.uint64(seed), np.uint64(offset))
+        _run(_keep_mask_kernel, numel, (out.numpy(),), np.int32(t), np.uint64(seed),
+             np.uint64(offset))
     return out.view(torch.bool)
 
 

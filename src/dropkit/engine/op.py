@@ -251,18 +251,38 @@ def dropout(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0)
 
 
 def dropout_(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0) -> torch.Tensor:
-    """In-place ``dropout`` on ``x`` (outside autograd); returns ``x``.
+    """In-place ``dropout`` on ``x``; returns ``x``.
 
-    Refuses a tensor that requires grad while grad mode is on: autograd would
-    not see the mask and the gradient would be silently wrong.
+    Behaves for autograd exactly like torch's in-place ops: when autograd
+    records it (grad mode on and ``x`` requiring grad) it is a real
+    ``x.copy_(dropout(x))``, so a leaf or a view of a leaf is refused with
+    torch's own error and a non-leaf's history is rebased; otherwise the
+    kernel writes into ``x`` directly and then bumps ``x``'s version counter,
+    so a tensor saved for backward by another op (``lin(x)`` saves ``x``)
+    makes that backward fail loudly, as after ``x.mul_(...)``. An inference
+    tensor is refused outside inference mode, as torch does.
     """
-    if x.requires_grad and torch.is_grad_enabled():
-        raise RuntimeError(
-            "engine.dropout_ works outside autograd, but x requires grad; use "
-            "x.copy_(engine.dropout(x, ...)) or run it under torch.no_grad()"
-        )
     seed, offset = _as_int(seed, "seed"), _as_int(offset, "offset")
     check_seed_offset(seed, offset, x.numel())
-    inplace_op = _dropout_inplace_op if torch.compiler.is_compiling() else _dropout_inplace_impl
-    inplace_op(x, threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
+    args = (threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
+    if torch.compiler.is_compiling():
+        _dropout_inplace_op(x, *args)  # functionalized: the graph sees the mutation
+        return x
+    if torch.is_grad_enabled() and x.requires_grad:
+        return x.copy_(dropout(x, p, scale, seed, offset))
+    if x.is_inference() and not torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "Inplace update to inference tensor outside InferenceMode is not allowed: "
+            "in-place dropout received a tensor created under torch.inference_mode(). "
+            "Clone it first, or call dropout with inplace=False."
+        )
+    if x.is_inference():  # inference tensors have no version counter
+        _dropout_inplace_impl(x, *args)
+        return x
+    version = x._version
+    _dropout_inplace_impl(x, *args)
+    if x._version == version:
+        # The kernel wrote through a numpy view (or Triton), which autograd
+        # cannot see; a discontiguous x was written back by copy_, which counts.
+        torch.autograd.graph.increment_version(x)
     return x

@@ -40,6 +40,21 @@ def _check_input(x: Tensor, fn: str) -> None:
         )
     if x.is_complex():
         raise TypeError(f"{fn}() does not support complex tensors; received dtype={x.dtype}")
+    if x.is_nested:
+        raise TypeError(
+            f"{fn}() does not support nested tensors; received a nested tensor. Apply it to "
+            "each component (x.unbind()) or to the padded tensor (x.to_padded_tensor(0))."
+        )
+    if x.layout != torch.strided:
+        raise TypeError(
+            f"{fn}() supports dense (torch.strided) tensors only; received layout={x.layout}. "
+            "Convert with x.to_dense(), or drop the stored values (x.values()) of a sparse tensor."
+        )
+    if x.device.type == "meta":
+        raise TypeError(
+            f"{fn}() needs a tensor with data; received a tensor on device='meta'. "
+            "Materialise it (e.g. torch.empty_like(x, device='cpu')) first."
+        )
 
 
 def _check_seed(seed: int | None) -> int | None:
@@ -134,6 +149,15 @@ def _noise_generator(seed: int | None, device: torch.device) -> torch.Generator 
     if seed is None:
         seed = engine.draw_seed()
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def _noise_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype continuous noise is drawn and combined in: the inputs' own precision,
+    float32 at least (16-bit noise is drawn in float32 and rounded once)."""
+    dtype = torch.float32
+    for t in tensors:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
 
 
 def _check_block_size(block_size, spatial_dims: int) -> tuple[int, ...]:

@@ -11,6 +11,7 @@ from torch import Tensor
 from dropkit.functional._checks import (
     _check_input,
     _check_seed,
+    _noise_dtype,
     _noise_generator,
 )
 
@@ -54,10 +55,12 @@ def concrete_dropout(
     if not training:
         return x
     gen = _noise_generator(seed, x.device)
-    u = torch.rand(x.shape, generator=gen, device=x.device, dtype=torch.float32)
+    dtype = _noise_dtype(x, p_logit)
+    u = torch.rand(x.shape, generator=gen, device=x.device, dtype=dtype)
     # keep log(u) and log(1-u) finite: u is drawn from [0, 1).
-    u = u.clamp_(1e-7, 1.0 - 1e-7)
-    logit = p_logit.float().reshape(())
+    eps = 1e-7 if dtype == torch.float32 else 1e-12
+    u = u.clamp_(eps, 1.0 - eps)
+    logit = p_logit.to(dtype).reshape(())
     z = torch.sigmoid((logit + torch.log(u) - torch.log1p(-u)) / temperature)
     keep_prob = torch.sigmoid(-logit)
     return x * ((1.0 - z) / keep_prob).to(x.dtype)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from dropkit import engine
@@ -90,10 +89,6 @@ def dropout(
         seed = engine.draw_seed()
     if not inplace:
         return engine.dropout(x, p, scale, seed)
-    if torch.is_grad_enabled() and x.requires_grad:
-        # The engine saves nothing for backward, so overwriting x afterwards
-        # is safe for autograd; copy_ keeps the result in x's storage.
-        return x.copy_(engine.dropout(x, p, scale, seed))
     return engine.dropout_(x, p, scale, seed)
 
 

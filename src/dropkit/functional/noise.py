@@ -13,6 +13,7 @@ from dropkit.functional._checks import (
     _check_p,
     _check_seed,
     _keep_mask,
+    _noise_dtype,
     _noise_generator,
 )
 
@@ -49,7 +50,7 @@ def gaussian_dropout(
     if not training or p == 0.0:
         return x
     gen = _noise_generator(seed, x.device)
-    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32)
+    noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=_noise_dtype(x))
     noise = noise.mul_(math.sqrt(p / (1.0 - p))).add_(1.0).to(x.dtype)
     return x * noise
 
