@@ -8,6 +8,8 @@ from dropkit import bn, mc
 from dropkit.functional import (
     alpha_dropout,
     concrete_dropout,
+    drop_block2d,
+    drop_block3d,
     drop_path,
     drop_path_rates,
     dropblock2d,
@@ -19,6 +21,7 @@ from dropkit.functional import (
     embedding_dropout,
     gaussian_dropout,
     locked_dropout,
+    stochastic_depth,
 )
 from dropkit.layers import (
     AlphaDropout,
@@ -62,6 +65,9 @@ __all__ += [
     "mc",
     "dropblock2d",
     "dropblock3d",
+    "stochastic_depth",
+    "drop_block2d",
+    "drop_block3d",
     "gaussian_dropout",
     "alpha_dropout",
     "locked_dropout",

@@ -210,3 +210,146 @@ def test_schedule_and_linear_scheduler():
         dk.dropblock_schedule(-1, 10, 0.1)
     with pytest.raises(TypeError, match="Linear"):
         dk.LinearScheduler(torch.nn.Linear(2, 2), total_steps=3)
+
+
+# ------------------------------------------- torchvision's signature: inplace, eps, its test grid
+def _maps(dim: int, side: int = 11, batch: int = 5, channels: int = 3) -> torch.Tensor:
+    return torch.ones((batch, channels) + (side,) * dim)
+
+
+def _layer(dim: int, *args, **kwargs):
+    return (dk.DropBlock2d if dim == 2 else dk.DropBlock3d)(*args, **kwargs)
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+@pytest.mark.parametrize("block_size", [5, 11])
+@pytest.mark.parametrize("p", [0, 0.5])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_torchvision_grid(dim, p, block_size, inplace):
+    # torchvision's TestDropBlock.test_drop_block grid: 11-wide maps, seeds 0..9.
+    for seed in range(10):
+        torch.manual_seed(seed)
+        x = _maps(dim)
+        layer = _layer(dim, p=p, block_size=block_size, inplace=inplace)
+        version = x._version
+        out = layer(x)
+        if p == 0:
+            assert out is x and torch.equal(out, _maps(dim))
+            assert x._version == version
+            continue
+        assert (out is x) == inplace and (x._version > version) == inplace
+        keep = out != 0
+        # kept units carry torchvision's numel(M) / (sum(M) + eps)
+        scale = keep.numel() / (keep.sum().item() + 1e-6)
+        torch.testing.assert_close(out[keep], torch.full_like(out[keep], scale))
+        if block_size == 11:  # the block covers the map: each map all or nothing
+            per_map = keep.flatten(2).sum(-1)
+            assert ((per_map == 0) | (per_map == 11**dim)).all()
+        else:
+            assert _is_union_of_blocks((~keep).flatten(0, 1), (block_size,) * dim)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2])
+@pytest.mark.parametrize("dim", [2, 3])
+def test_torchvision_dropped_fraction(dim, p):
+    # torchvision's TestDropBlock.test_drop_block_random: block 3 on 11-wide maps,
+    # the dropped fraction within 15% of p. Overlapping blocks put its
+    # expectation below p (2d: by 5% and 10%, 3d: by 6% and 12%, at p = 0.1
+    # and 0.2), inside that band; the draws must sit within 5 standard errors of it.
+    layer = _layer(dim, p, 3)
+    for seed in range(10):
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            y = torch.cat([layer(_maps(dim)) for _ in range(40)])
+        expected = _assert_dropped_fraction(y, p, (3,) * dim, (11,) * dim)
+        assert abs(p - expected) / p < 0.15
+        assert abs(p - (y == 0).double().mean().item()) / p < 0.15
+
+
+def test_eps_is_added_to_the_kept_count():
+    x = torch.ones(2, 4, 9, 9)
+    for eps in (0.0, 1e-6, 0.5, 100.0):
+        y = dk.drop_block2d(x, 0.3, 3, eps=eps, seed=11)
+        keep = y != 0
+        scale = keep.numel() / (keep.sum().item() + eps)
+        torch.testing.assert_close(y[keep], torch.full_like(y[keep], scale))
+    # the module passes its eps on
+    m = dk.DropBlock2d(0.3, 3, False, 100.0)
+    torch.manual_seed(0)
+    y = m(x)
+    torch.manual_seed(0)
+    assert torch.equal(y, dk.drop_block2d(x, 0.3, 3, False, 100.0))
+
+
+def test_all_dropped_gives_zeros_and_zero_grads_with_any_eps():
+    # p < 1 with every unit dropped (a centre rate of 1): the scale's
+    # denominator is eps alone; outputs and gradients stay 0, never NaN.
+    for eps in (0.0, 1e-6):
+        x = torch.full((1, 2, 3, 3), float("inf"), requires_grad=True)
+        y = dk.drop_block2d(x, 0.99, 3, eps=eps, seed=0)
+        assert torch.equal(y, torch.zeros_like(y))
+        (g,) = torch.autograd.grad(y.sum(), x)
+        assert torch.equal(g, torch.zeros_like(g))
+
+
+def test_inplace_is_a_torch_inplace_op():
+    # The result is written into the input by torch's own in-place ops: the
+    # version counter moves and autograd raises exactly where x.mul_() would.
+    leaf = torch.ones(2, 3, 8, 8, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        leaf.mul_(2)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        dk.drop_block2d(leaf, 0.3, 3, inplace=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        dk.DropBlock2d(0.3, 3, inplace=True)(leaf[0])
+    # a tensor saved for backward, then overwritten: the same error at backward
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    h = x.exp()  # exp saves its output for backward
+    dk.drop_block2d(h, 0.3, 3, inplace=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        h.sum().backward()
+    # a non-leaf: the same values and gradient as out of place
+    h = x * 1.0
+    out = dk.drop_block2d(h, 0.3, 3, inplace=True, seed=5)
+    assert out is h and h._version > 0
+    reference = dk.drop_block2d(x.detach(), 0.3, 3, seed=5)
+    assert torch.equal(out.detach(), reference)
+    (g,) = torch.autograd.grad(out.sum(), x)
+    assert torch.equal(g, dk.drop_block2d(torch.ones_like(x), 0.3, 3, seed=5))
+    # p=1 in place zeroes the input itself; eval and p=0 leave it alone
+    z = torch.randn(2, 3, 8, 8)
+    assert dk.drop_block2d(z, 1.0, 3, inplace=True) is z and torch.equal(z, torch.zeros_like(z))
+    w = torch.randn(1, 2, 5, 5, 5)
+    before = w.clone()
+    assert dk.drop_block3d(w, 0.5, 3, inplace=True, training=False) is w
+    assert dk.drop_block3d(w, 0.0, 3, inplace=True) is w
+    assert torch.equal(w, before) and w._version == 0
+
+
+def test_both_argument_orders_draw_the_same_mask():
+    x = torch.randn(2, 3, 10, 10)
+    torch.manual_seed(4)
+    a = dk.dropblock2d(x, 0.2, 3, True, scale_by_keep=False)
+    torch.manual_seed(4)
+    b = dk.drop_block2d(x, 0.2, 3, False, 1e-6, True, scale_by_keep=False)
+    assert torch.equal(a, b)
+    v = torch.randn(2, 3, 6, 6, 6)
+    assert torch.equal(dk.dropblock3d(v, 0.2, 3, seed=1), dk.drop_block3d(v, 0.2, 3, seed=1))
+
+
+def test_torchvision_errors_and_bad_eps():
+    x = torch.ones(2, 3, 8, 8)
+    for call in (
+        lambda: dk.drop_block2d(x, 1.5, 3),
+        lambda: dk.drop_block2d(x, -0.1, 3, training=False),  # checked in eval too
+        lambda: dk.drop_block2d(torch.ones(1, 2, 3, 4, 5), 0.1, 3),  # not 4D
+        lambda: dk.drop_block3d(torch.ones(2, 3, 8), 0.1, 3),  # neither 5D nor unbatched 4D
+        lambda: dk.DropBlock2d(0.1, 0),
+        lambda: dk.DropBlock3d(1.5, 3),
+        lambda: dk.DropBlock2d(0.1, 3, eps=-1e-6),
+        lambda: dk.drop_block2d(x, 0.1, 3, eps=float("nan")),
+    ):
+        with pytest.raises(ValueError):
+            call()
+    with pytest.raises(TypeError, match="eps='a'"):
+        dk.DropBlock3d(0.1, 3, eps="a")

@@ -28,9 +28,15 @@ from dropkit.functional._checks import (  # noqa: F401  (shared by the layers)
     _keep_scale,
 )
 from dropkit.functional.concrete import concrete_dropout, concrete_dropout_regularizer
-from dropkit.functional.dropblock import dropblock2d, dropblock3d, dropblock_gamma
+from dropkit.functional.dropblock import (
+    drop_block2d,
+    drop_block3d,
+    dropblock2d,
+    dropblock3d,
+    dropblock_gamma,
+)
 from dropkit.functional.dropout import dropout, dropout1d, dropout2d, dropout3d
-from dropkit.functional.droppath import drop_path, drop_path_rates
+from dropkit.functional.droppath import drop_path, drop_path_rates, stochastic_depth
 from dropkit.functional.noise import SELU_ALPHA_PRIME, alpha_dropout, gaussian_dropout
 from dropkit.functional.recurrent import embedding_dropout, locked_dropout
 
@@ -44,6 +50,9 @@ __all__ = [
     "dropblock2d",
     "dropblock3d",
     "dropblock_gamma",
+    "stochastic_depth",
+    "drop_block2d",
+    "drop_block3d",
     "gaussian_dropout",
     "alpha_dropout",
     "locked_dropout",

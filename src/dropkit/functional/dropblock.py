@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import Tensor
 
 from dropkit.functional._checks import (
-    _apply_mask,
     _check_block_size,
     _check_input,
     _check_p,
@@ -41,6 +41,35 @@ def dropblock_gamma(p: float, block_size: tuple[int, ...], spatial_shape: tuple[
     return min(1.0, p * area / (block * valid))
 
 
+def _check_eps(eps: float) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(
+            f"Invalid type received for argument `eps`. Expected a non-negative float. "
+            f"Received: eps={eps!r} of type {type(eps).__name__}"
+        )
+    value = float(eps)
+    if not math.isfinite(value) or value < 0.0:
+        raise ValueError(
+            f"Invalid value received for argument `eps`. Expected a non-negative float. "
+            f"Received: eps={eps!r}"
+        )
+    return value
+
+
+def _write(x: Tensor, keep: Tensor, scale: Tensor | None, inplace: bool) -> Tensor:
+    """``where(keep, x * scale, 0)``, into ``x`` itself when ``inplace``.
+
+    ``where`` rather than a multiply by the mask, so dropped entries are
+    exactly 0 even where ``x`` holds inf or NaN. In place, the result goes
+    back through ``x.copy_``: a torch in-place op, so ``x``'s version counter
+    moves and autograd raises on a leaf that requires grad, as with
+    torchvision's ``input.mul_(noise)``.
+    """
+    zero = torch.zeros((), dtype=x.dtype, device=x.device)
+    out = torch.where(keep, x if scale is None else x * scale, zero)
+    return x.copy_(out) if inplace else out
+
+
 def _dropblock(
     x: Tensor,
     p: float,
@@ -50,18 +79,20 @@ def _dropblock(
     spatial_dims: int,
     fn: str,
     seed: int | None,
+    inplace: bool = False,
+    eps: float = 1e-6,
 ) -> Tensor:
     p = _check_p(p)
     _check_input(x, fn)
     seed = _check_seed(seed)
     sizes = _check_block_size(block_size, spatial_dims)
+    eps = _check_eps(eps)
     unbatched = _check_spatial_rank(x, spatial_dims, fn)
     if not training or p == 0.0 or x.numel() == 0:
         return x
     xb = x.unsqueeze(0) if unbatched else x
     if p == 1.0:
-        keep = torch.zeros((), dtype=torch.bool, device=x.device)
-        return _apply_mask(x, keep, 0.0, inplace=False)
+        return _write(x, torch.zeros((), dtype=torch.bool, device=x.device), None, inplace)
     spatial = tuple(xb.shape[2:])
     # A feature map smaller than the block: the block shrinks to the map
     # (per dim), so one centre drops the whole map of that channel.
@@ -83,13 +114,17 @@ def _dropblock(
     keep = pool(grown, kernel_size=blocks, stride=1) == 0
     if unbatched:
         keep = keep.squeeze(0)
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
     if not scale_by_keep:
-        return torch.where(keep, x, zero)
-    # Renormalise by the kept fraction of the whole tensor (the paper's
-    # count(M) / count_ones(M)); clamp so an all-dropped tensor gives 0, not NaN.
-    scale = (keep.numel() / keep.sum().clamp(min=1)).to(x.dtype)
-    return torch.where(keep, x * scale, zero)
+        return _write(x, keep, None, inplace)
+    # Renormalise by the kept fraction of the whole tensor, the paper's
+    # count(M) / count_ones(M), with torchvision's eps in the denominator.
+    # The count is an integer, so the clamp acts only when every unit is
+    # dropped: the output is 0 anyway, and a finite scale keeps its gradient
+    # 0 rather than 0 * inf = NaN (eps=0, or a float16 overflow).
+    accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
+    kept = keep.sum().to(accumulate)
+    scale = (keep.numel() / (kept + eps).clamp(min=1.0)).to(x.dtype)
+    return _write(x, keep, scale, inplace)
 
 
 def dropblock2d(
@@ -100,6 +135,8 @@ def dropblock2d(
     *,
     scale_by_keep: bool = True,
     seed: int | None = None,
+    inplace: bool = False,
+    eps: float = 1e-6,
 ) -> Tensor:
     r"""Zero contiguous ``block_size x block_size`` regions of each channel.
 
@@ -108,14 +145,31 @@ def dropblock2d(
     keep mask :math:`M` is 0 inside every block, and
 
     .. math::
-        y = x \odot M \cdot \frac{\operatorname{numel}(M)}{\operatorname{sum}(M)}
+        y = x \odot M \cdot \frac{\operatorname{numel}(M)}{\operatorname{sum}(M) + \epsilon}
 
     Input :math:`(N, C, H, W)` or :math:`(C, H, W)`; see :class:`dropkit.DropBlock2d`.
+    :func:`drop_block2d` is the same function with torchvision's argument order.
+
+    Args:
+        x: the feature maps.
+        p: the target fraction of dropped units. Default: 0.1.
+        block_size: side of the square block, or ``(bh, bw)``. Default: 7.
+        training: apply only if ``True``; eval returns ``x``. Default: ``True``.
+        scale_by_keep: renormalise by the kept fraction. Default: ``True``.
+        seed: fix the mask; ``None`` draws from torch's generator.
+        inplace: write the result into ``x`` (a torch in-place op). Default: ``False``.
+        eps: added to the kept count :math:`\operatorname{sum}(M)`. Default: 1e-6.
+
+    Examples::
+
+        >>> y = dropblock2d(torch.randn(8, 64, 28, 28), p=0.1, block_size=5)
 
     Reference: Ghiasi, Lin & Le, "DropBlock: A regularization method for
     convolutional networks", NeurIPS 2018.
     """
-    return _dropblock(x, p, block_size, training, scale_by_keep, 2, "dropblock2d", seed)
+    return _dropblock(
+        x, p, block_size, training, scale_by_keep, 2, "dropblock2d", seed, inplace, eps
+    )
 
 
 def dropblock3d(
@@ -126,10 +180,112 @@ def dropblock3d(
     *,
     scale_by_keep: bool = True,
     seed: int | None = None,
+    inplace: bool = False,
+    eps: float = 1e-6,
 ) -> Tensor:
     r"""Zero contiguous ``block_size``-cubes of each channel of a volume.
 
-    As :func:`dropblock2d` with a third spatial dim. Input :math:`(N, C, D, H, W)`
-    or :math:`(C, D, H, W)`; see :class:`dropkit.DropBlock3d`.
+    As :func:`dropblock2d` with a third spatial dim,
+    :math:`\gamma = \frac{p}{b^3}\frac{DHW}{(D-b+1)(H-b+1)(W-b+1)}`. Input
+    :math:`(N, C, D, H, W)` or :math:`(C, D, H, W)`; see :class:`dropkit.DropBlock3d`.
+    :func:`drop_block3d` is the same function with torchvision's argument order.
     """
-    return _dropblock(x, p, block_size, training, scale_by_keep, 3, "dropblock3d", seed)
+    return _dropblock(
+        x, p, block_size, training, scale_by_keep, 3, "dropblock3d", seed, inplace, eps
+    )
+
+
+# torchvision.ops spells these drop_block2d/3d and puts `inplace` and `eps`
+# where dropkit's dropblock2d/3d have `training`: two signatures, one function.
+
+
+def drop_block2d(
+    input: Tensor,
+    p: float,
+    block_size: int | tuple[int, int],
+    inplace: bool = False,
+    eps: float = 1e-06,
+    training: bool = True,
+    *,
+    scale_by_keep: bool = True,
+    seed: int | None = None,
+) -> Tensor:
+    r"""DropBlock with torchvision's signature: :func:`dropblock2d` by another name.
+
+    .. math::
+        \gamma = \frac{p}{b^2}\,\frac{HW}{(H-b+1)(W-b+1)}, \qquad
+        y = x \odot M \cdot \frac{\operatorname{numel}(M)}{\operatorname{sum}(M) + \epsilon}
+
+    with block corners :math:`\sim \mathrm{Bernoulli}(\gamma)` where a whole
+    block fits and :math:`M` 0 inside every block. A drop-in for
+    ``torchvision.ops.drop_block2d``: the same arguments, eval and ``p=0``
+    return ``input`` itself, ``inplace=True`` writes into ``input`` with torch
+    in-place ops, a ``ValueError`` for ``p`` outside ``[0, 1]``, a bad
+    ``block_size`` or an input that is not 4D. dropkit also takes even and
+    ``(bh, bw)`` blocks and unbatched ``(C, H, W)`` input (torchvision raises),
+    clips the block to the map per dim, and gives zeros at ``p=1``.
+
+    Args:
+        input: feature maps :math:`(N, C, H, W)` (or :math:`(C, H, W)`).
+        p: the target fraction of dropped units.
+        block_size: side of the square block, or ``(bh, bw)``.
+        inplace: write the result into ``input``. Default: ``False``.
+        eps: added to the kept count in the renormalisation. Default: 1e-6.
+        training: apply only if ``True``. Default: ``True``.
+        scale_by_keep: renormalise by the kept fraction. Default: ``True``.
+        seed: fix the mask; ``None`` draws from torch's generator.
+
+    Shape:
+        - Input: :math:`(N, C, H, W)` or :math:`(C, H, W)`. Output: same shape.
+
+    Examples::
+
+        >>> y = drop_block2d(torch.randn(8, 64, 28, 28), 0.1, 5)
+
+    Reference: Ghiasi, Lin & Le, "DropBlock: A regularization method for
+    convolutional networks", NeurIPS 2018.
+    """
+    return _dropblock(
+        input, p, block_size, training, scale_by_keep, 2, "drop_block2d", seed, inplace, eps
+    )
+
+
+def drop_block3d(
+    input: Tensor,
+    p: float,
+    block_size: int | tuple[int, int, int],
+    inplace: bool = False,
+    eps: float = 1e-06,
+    training: bool = True,
+    *,
+    scale_by_keep: bool = True,
+    seed: int | None = None,
+) -> Tensor:
+    r"""DropBlock of volumes with torchvision's signature: :func:`dropblock3d` by another name.
+
+    .. math::
+        \gamma = \frac{p}{b^3}\,\frac{DHW}{(D-b+1)(H-b+1)(W-b+1)}, \qquad
+        y = x \odot M \cdot \frac{\operatorname{numel}(M)}{\operatorname{sum}(M) + \epsilon}
+
+    A drop-in for ``torchvision.ops.drop_block3d``; see :func:`drop_block2d`.
+
+    Args:
+        input: volumes :math:`(N, C, D, H, W)` (or :math:`(C, D, H, W)`).
+        p: the target fraction of dropped units.
+        block_size: side of the cube, or ``(bd, bh, bw)``.
+        inplace: write the result into ``input``. Default: ``False``.
+        eps: added to the kept count in the renormalisation. Default: 1e-6.
+        training: apply only if ``True``. Default: ``True``.
+        scale_by_keep: renormalise by the kept fraction. Default: ``True``.
+        seed: fix the mask; ``None`` draws from torch's generator.
+
+    Shape:
+        - Input: :math:`(N, C, D, H, W)` or :math:`(C, D, H, W)`. Output: same shape.
+
+    Examples::
+
+        >>> y = drop_block3d(torch.randn(2, 8, 16, 16, 16), 0.1, 3)
+    """
+    return _dropblock(
+        input, p, block_size, training, scale_by_keep, 3, "drop_block3d", seed, inplace, eps
+    )

@@ -71,6 +71,37 @@ def drop_path(
     return _apply_mask(x, keep, _keep_scale(p, rescale=scale_by_keep), inplace=False)
 
 
+def stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:
+    r"""Stochastic depth with torchvision's signature: :func:`drop_path` by another name.
+
+    .. math::
+        y_{n,\dots} = \frac{m_n}{1-p}\, x_{n,\dots}, \qquad m_n \sim \mathrm{Bernoulli}(1-p)
+
+    with one :math:`m_n` per sample (``mode="row"``) or a single :math:`m`
+    for the whole batch (``mode="batch"``). ``p=1`` gives zeros; eval
+    (``training=False``) and ``p=0`` return ``input`` itself. The same
+    arguments and errors as ``torchvision.ops.stochastic_depth`` (``mode``
+    required; a ``ValueError`` for ``p`` outside ``[0, 1]`` or an unknown
+    ``mode``), the masks of dropkit's engine.
+
+    Args:
+        input: a tensor with the batch on dim 0, :math:`(N, *)`.
+        p: probability of zeroing a row (or the batch).
+        mode: ``"row"`` or ``"batch"``.
+        training: apply only if ``True``. Default: ``True``.
+
+    Shape:
+        - Input: :math:`(N, *)`. Output: :math:`(N, *)`, same shape.
+
+    Examples::
+
+        >>> y = x + stochastic_depth(block(x), p=0.2, mode="row")
+
+    Reference: Huang et al., "Deep Networks with Stochastic Depth", ECCV 2016.
+    """
+    return drop_path(input, p, training, mode=mode)
+
+
 def drop_path_rates(depth: int, max_rate: float) -> list[float]:
     r"""The linear stochastic-depth schedule: block ``i`` of ``depth`` gets
     :math:`p_i = \text{max\_rate} \cdot i / (\text{depth} - 1)`.

@@ -12,29 +12,53 @@ from __future__ import annotations
 import numbers
 from collections.abc import Iterable
 
+import torch.fx
 from torch import Tensor, nn
 
 from dropkit import functional as F
+from dropkit.functional.dropblock import _check_eps, drop_block2d, drop_block3d
 
 __all__ = ["DropBlock2d", "DropBlock3d", "dropblock_schedule", "LinearScheduler"]
 
 
-class _DropBlockNd(nn.Module):
-    """Validates ``p`` and ``block_size`` once and owns ``extra_repr``."""
+# torch.fx (torchvision's feature extraction) records each functional as one
+# leaf node instead of tracing into its argument checks, as torchvision does.
+torch.fx.wrap("drop_block2d")
+torch.fx.wrap("drop_block3d")
 
-    __constants__ = ["p", "block_size", "scale_by_keep"]
+
+class _DropBlockNd(nn.Module):
+    """Validates the configuration once and owns ``extra_repr``.
+
+    The arguments are torchvision's ``DropBlock2d(p, block_size, inplace=False,
+    eps=1e-06)``, plus dropkit's defaults for ``p`` and ``block_size`` and its
+    keyword ``scale_by_keep``.
+    """
+
+    __constants__ = ["p", "block_size", "inplace", "eps", "scale_by_keep"]
     _spatial_dims = 2
 
     def __init__(
-        self, p: float = 0.1, block_size: int | tuple[int, ...] = 7, *, scale_by_keep: bool = True
+        self,
+        p: float = 0.1,
+        block_size: int | tuple[int, ...] = 7,
+        inplace: bool = False,
+        eps: float = 1e-06,
+        *,
+        scale_by_keep: bool = True,
     ) -> None:
         super().__init__()
         self.p = F._check_p(p)
         self.block_size = F._check_block_size(block_size, self._spatial_dims)
+        self.inplace = bool(inplace)
+        self.eps = _check_eps(eps)
         self.scale_by_keep = bool(scale_by_keep)
 
     def extra_repr(self) -> str:
-        return f"p={self.p}, block_size={self.block_size}, scale_by_keep={self.scale_by_keep}"
+        return (
+            f"p={self.p}, block_size={self.block_size}, inplace={self.inplace}, "
+            f"eps={self.eps}, scale_by_keep={self.scale_by_keep}"
+        )
 
 
 class DropBlock2d(_DropBlockNd):
@@ -45,16 +69,24 @@ class DropBlock2d(_DropBlockNd):
 
     .. math::
         \gamma = \frac{p}{b^2}\,\frac{HW}{(H-b+1)(W-b+1)}, \qquad
-        y = x \odot M\,\frac{\operatorname{numel}(M)}{\operatorname{sum}(M)}
+        y = x \odot M\,\frac{\operatorname{numel}(M)}{\operatorname{sum}(M) + \epsilon}
 
     where :math:`M` is 0 inside every block. Overlaps make the dropped fraction
     slightly below ``p``; the renormalisation by the kept fraction keeps the
     mean. A feature map smaller than the block shrinks the block to the map.
-    Each (sample, channel) gets its own mask. Identity in eval.
+    Each (sample, channel) gets its own mask. Eval mode and ``p=0`` return the
+    input itself; ``p=1`` gives zeros.
+
+    A drop-in for ``torchvision.ops.DropBlock2d(p, block_size, inplace=False,
+    eps=1e-06)``: the same arguments in the same places, ``ValueError`` for a
+    bad ``p`` or ``block_size``; dropkit also takes even and ``(bh, bw)``
+    blocks and unbatched input, and stores ``block_size`` as a tuple.
 
     Args:
         p: the target fraction of dropped units (the paper's ``1 - keep_prob``). Default: 0.1.
         block_size: side of the square block, or ``(bh, bw)``. Default: 7.
+        inplace: write the result into the input with torch in-place ops. Default: ``False``.
+        eps: added to the kept count :math:`\operatorname{sum}(M)`. Default: 1e-6.
         scale_by_keep: renormalise by the kept fraction. Default: ``True``.
 
     Shape:
@@ -62,28 +94,37 @@ class DropBlock2d(_DropBlockNd):
 
     Examples::
 
-        >>> m = dropkit.DropBlock2d(p=0.1, block_size=5)
+        >>> m = dropkit.DropBlock2d(0.1, 5)
         >>> y = m(torch.randn(8, 64, 28, 28))
+        >>> m = dropkit.DropBlock2d(p=0.1, block_size=5, inplace=True)  # torchvision's keywords
 
     Reference: Ghiasi, Lin & Le, "DropBlock: A regularization method for
     convolutional networks", NeurIPS 2018.
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropblock2d(
-            x, self.p, self.block_size, self.training, scale_by_keep=self.scale_by_keep
+        return drop_block2d(
+            x, self.p, self.block_size, self.inplace, self.eps, self.training,
+            scale_by_keep=self.scale_by_keep,
         )
 
 
 class DropBlock3d(_DropBlockNd):
     r"""Zero contiguous ``block_size``-cubes of each channel of a volume.
 
-    As :class:`DropBlock2d`, with :math:`\gamma = \frac{p}{b^3}
-    \frac{DHW}{(D-b+1)(H-b+1)(W-b+1)}`.
+    As :class:`DropBlock2d`, with
+
+    .. math::
+        \gamma = \frac{p}{b^3}\,\frac{DHW}{(D-b+1)(H-b+1)(W-b+1)}, \qquad
+        y = x \odot M\,\frac{\operatorname{numel}(M)}{\operatorname{sum}(M) + \epsilon}
+
+    A drop-in for ``torchvision.ops.DropBlock3d(p, block_size, inplace=False, eps=1e-06)``.
 
     Args:
         p: the target fraction of dropped units. Default: 0.1.
         block_size: side of the cube, or ``(bd, bh, bw)``. Default: 7.
+        inplace: write the result into the input with torch in-place ops. Default: ``False``.
+        eps: added to the kept count :math:`\operatorname{sum}(M)`. Default: 1e-6.
         scale_by_keep: renormalise by the kept fraction. Default: ``True``.
 
     Shape:
@@ -91,15 +132,16 @@ class DropBlock3d(_DropBlockNd):
 
     Examples::
 
-        >>> m = dropkit.DropBlock3d(p=0.1, block_size=3)
+        >>> m = dropkit.DropBlock3d(0.1, 3)
         >>> y = m(torch.randn(2, 8, 16, 16, 16))
     """
 
     _spatial_dims = 3
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.dropblock3d(
-            x, self.p, self.block_size, self.training, scale_by_keep=self.scale_by_keep
+        return drop_block3d(
+            x, self.p, self.block_size, self.inplace, self.eps, self.training,
+            scale_by_keep=self.scale_by_keep,
         )
 
 
