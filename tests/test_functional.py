@@ -245,29 +245,33 @@ def test_bad_seed(seed):
 
 
 def test_channel_dropout_bad_rank():
-    with pytest.raises(ValueError, match="4D"):
+    # torch's rules: dropout2d warns and drops (N, C) channels; dropout1d raises
+    with pytest.warns(UserWarning, match="Received a 2-D input to dropout2d"):
         dk.dropout2d(torch.ones(2, 3), 0.5)
     with pytest.raises(ValueError, match="3D"):
+        dk.dropout1d(torch.ones(5), 0.5)
+    with pytest.raises(RuntimeError, match="3D"):
         dk.dropout1d(torch.ones(5), 0.5)
 
 
 # ---------------------------------------------------------------- channel dropout
 @pytest.mark.parametrize(
-    "fn,shape",
+    "fn,shape,spatial",
     [
-        (dk.dropout1d, (64, 16, 10)),
-        (dk.dropout1d, (16, 10)),
-        (dk.dropout2d, (32, 16, 5, 6)),
-        (dk.dropout2d, (16, 5, 6)),
-        (dk.dropout3d, (8, 16, 3, 4, 5)),
+        (dk.dropout1d, (64, 16, 10), 1),
+        (dk.dropout1d, (16, 10), 1),
+        (dk.dropout2d, (32, 16, 5, 6), 2),
+        (dk.dropout2d, (16, 5, 6), 1),  # torch's reading of a 3D input: (N, C, L)
+        (dk.dropout3d, (8, 16, 3, 4, 5), 3),
+        (dk.dropout3d, (16, 3, 4, 5), 3),  # unbatched (C, D, H, W)
     ],
 )
-def test_channel_dropout_zeroes_whole_channels(fn, shape):
+@pytest.mark.filterwarnings("ignore:dropout2d. Received a 3D input")
+def test_channel_dropout_zeroes_whole_channels(fn, shape, spatial):
     torch.manual_seed(6)
     p = 0.5
     x = torch.rand(shape) + 0.5
     y = fn(x, p)
-    spatial = {dk.dropout1d: 1, dk.dropout2d: 2, dk.dropout3d: 3}[fn]
     flat = y.reshape(*shape[: len(shape) - spatial], -1)
     zero = (flat == 0).all(-1)
     kept = (flat != 0).all(-1)

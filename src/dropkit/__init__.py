@@ -5,6 +5,7 @@ The public API, re-exported from :mod:`dropkit.functional` (the math) and
 """
 
 from dropkit import bn, mc
+from dropkit.convert import convert, revert
 from dropkit.functional import (
     alpha_dropout,
     concrete_dropout,
@@ -19,6 +20,7 @@ from dropkit.functional import (
     dropout2d,
     dropout3d,
     embedding_dropout,
+    feature_alpha_dropout,
     gaussian_dropout,
     locked_dropout,
     stochastic_depth,
@@ -35,6 +37,7 @@ from dropkit.layers import (
     Dropout3d,
     DropPath,
     EmbeddingDropout,
+    FeatureAlphaDropout,
     GaussianDropout,
     LinearScheduler,
     LockedDropout,
@@ -63,6 +66,8 @@ __all__ = [
 ]
 __all__ += [
     "mc",
+    "convert",
+    "revert",
     "dropblock2d",
     "dropblock3d",
     "stochastic_depth",
@@ -70,6 +75,7 @@ __all__ += [
     "drop_block3d",
     "gaussian_dropout",
     "alpha_dropout",
+    "feature_alpha_dropout",
     "locked_dropout",
     "embedding_dropout",
     "concrete_dropout",
@@ -79,6 +85,7 @@ __all__ += [
     "LinearScheduler",
     "GaussianDropout",
     "AlphaDropout",
+    "FeatureAlphaDropout",
     "LockedDropout",
     "EmbeddingDropout",
     "WeightDrop",

@@ -29,7 +29,6 @@ from torch import Tensor, nn
 
 from dropkit.layers.concrete import ConcreteDropout
 from dropkit.layers.dropblock import DropBlock2d, DropBlock3d
-from dropkit.layers.dropout import _DropoutNd as _DkDropoutNd
 from dropkit.layers.droppath import DropPath
 from dropkit.layers.noise import AlphaDropout, GaussianDropout
 from dropkit.layers.recurrent import EmbeddingDropout, LockedDropout, WeightDrop
@@ -46,10 +45,10 @@ __all__ = [
 
 #: The module types switched to training mode by :func:`enable`: every dropkit
 #: dropout-family layer and torch's ``nn.Dropout``, ``Dropout1d/2d/3d``,
-#: ``AlphaDropout`` and ``FeatureAlphaDropout`` (their common base class).
+#: ``AlphaDropout`` and ``FeatureAlphaDropout`` (their common base class, which
+#: dropkit's versions of those subclass).
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.dropout._DropoutNd,
-    _DkDropoutNd,
     DropPath,
     DropBlock2d,
     DropBlock3d,

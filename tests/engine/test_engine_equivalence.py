@@ -62,7 +62,9 @@ def test_non_contiguous_input_uses_logical_row_major_order(dtype):
     for x in (base.transpose(0, 2), base[:, ::3, 1:], base.permute(1, 2, 0)[::2]):
         assert not x.is_contiguous()
         y = engine.dropout(x, 0.4, 1 / 0.6, seed=99, offset=5)
-        assert y.is_contiguous() and y.shape == x.shape and y.dtype == x.dtype
+        # the layout torch gives x * mask; the mask still follows logical order
+        assert y.stride() == (x * 1).stride() or y.is_contiguous()
+        assert y.shape == x.shape and y.dtype == x.dtype
         assert_same_bits(y, reference.dropout_reference(x.contiguous(), 0.4, 1 / 0.6, 99, 5))
 
 

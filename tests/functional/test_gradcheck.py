@@ -36,7 +36,8 @@ CASES = {
     "dropblock2d": (lambda x: F.dropblock2d(x, 0.3, 2, seed=6), (2, 3, 5, 5)),
     "dropblock3d": (lambda x: F.dropblock3d(x, 0.3, 2, seed=6), (1, 2, 4, 4, 4)),
     "gaussian_dropout": (lambda x: F.gaussian_dropout(x, 0.3, seed=7), (6, 5)),
-    "alpha_dropout": (lambda x: F.alpha_dropout(x, 0.3, seed=8), (6, 5)),
+    "alpha_dropout": (lambda x: F.alpha_dropout(x, 0.3, True, seed=8), (6, 5)),
+    "feature_alpha_dropout": (lambda x: F.feature_alpha_dropout(x, 0.5, True, seed=8), (6, 5, 2)),
     "locked_dropout": (lambda x: F.locked_dropout(x, 0.5, seed=9), (4, 3, 5)),
     "embedding_dropout (weight)": (
         lambda w: F.embedding_dropout(torch.tensor([[0, 2, 2], [5, 1, 0]]), w, 0.5, seed=10),
@@ -111,7 +112,7 @@ FUNCTIONS = {
     "drop_path": lambda x: dk.drop_path(x, 0.5),
     "dropblock2d": lambda x: dk.dropblock2d(x, 0.5, 2),
     "gaussian_dropout": lambda x: dk.gaussian_dropout(x, 0.5),
-    "alpha_dropout": lambda x: dk.alpha_dropout(x, 0.5),
+    "alpha_dropout": lambda x: dk.alpha_dropout(x, 0.5, True),
     "locked_dropout": lambda x: dk.locked_dropout(x, 0.5),  # checked before the rank
     "concrete_dropout": lambda x: dk.concrete_dropout(x, torch.tensor(0.0)),
 }

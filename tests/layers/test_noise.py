@@ -78,7 +78,7 @@ def _alpha_constants(p):
 def test_alpha_dropout_keeps_mean_zero_variance_one(p):
     torch.manual_seed(0)
     x = torch.randn(N, dtype=torch.float64)
-    y = dk.alpha_dropout(x, p)
+    y = dk.alpha_dropout(x, p, training=True)
     # Analytic moments of y: a x + b w.p. 1-p (x ~ N(0,1)), the constant c w.p. p.
     a, b, c = _alpha_constants(p)
     m2 = 1.0  # E[y] = 0 and E[y^2] = 1 by construction of a and b
@@ -95,7 +95,7 @@ def test_alpha_dropout_keeps_mean_zero_variance_one(p):
 def test_alpha_dropout_same_values_as_torch():
     # On a zero input ours and torch's produce the same two values {b, c}.
     torch.manual_seed(0)
-    ours = dk.alpha_dropout(torch.zeros(10_000, dtype=torch.float64), 0.3).unique()
+    ours = dk.alpha_dropout(torch.zeros(10_000, dtype=torch.float64), 0.3, True).unique()
     theirs = torch.nn.functional.alpha_dropout(
         torch.zeros(10_000, dtype=torch.float64), 0.3, True
     ).unique()
@@ -109,7 +109,7 @@ def test_alpha_selu_network_stays_normalised():
     torch.nn.init.normal_(layer.weight, std=1 / math.sqrt(256))
     x = torch.randn(2000, 256)
     with torch.no_grad():
-        h = dk.alpha_dropout(torch.selu(layer(x)), 0.2)
+        h = dk.alpha_dropout(torch.selu(layer(x)), 0.2, True)
     assert abs(h.mean().item()) < 0.05 and abs(h.var().item() - 1.0) < 0.1
 
 
@@ -125,9 +125,9 @@ def test_alpha_train_eval_grad_edge_cases():
     kept = y.detach() != torch.tensor(c, dtype=y.dtype)
     assert torch.allclose(x.grad, kept.float() * a)
     assert torch.allclose(y[kept], x.detach()[kept] * a + b)
-    z = dk.alpha_dropout(x, 1.0)
+    z = dk.alpha_dropout(x, 1.0, True)
     assert torch.equal(z, torch.zeros_like(x))
-    assert dk.alpha_dropout(x, 0.0) is x
+    assert dk.alpha_dropout(x, 0.0, True) is x
     for dtype in (torch.float16, torch.bfloat16, torch.float64):
         assert dk.AlphaDropout(0.2)(torch.randn(64, dtype=dtype)).dtype == dtype
     with pytest.raises(ValueError, match=r"p=2"):

@@ -115,17 +115,43 @@ def _dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed
 # Custom ops
 
 
+def output_like(x: torch.Tensor) -> torch.Tensor:
+    """An empty tensor with the layout torch gives an element-wise op's output on ``x``.
+
+    Dense inputs (contiguous, channels_last, any permutation) keep their
+    strides; others (a slice of a permuted tensor, say) get a dense tensor
+    whose dims lie in memory in the order of ``x``'s strides, which is what
+    torch's TensorIterator gives ``x * mask``. Ties keep the logical order.
+    """
+    if x.is_contiguous():
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+    like = torch.empty_like(x)  # keeps the strides exactly when x is dense
+    if like.stride() == x.stride():
+        return like
+    order = sorted(range(x.ndim), key=lambda d: -x.stride(d))
+    inverse = sorted(range(x.ndim), key=lambda i: order[i])
+    empty = torch.empty([x.shape[d] for d in order], dtype=x.dtype, device=x.device)
+    return empty.permute(inverse)
+
+
 def _dropout_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
                   offset: int) -> torch.Tensor:
-    """The out-of-place kernel call; ``seed``/``offset`` as int64 bit patterns."""
-    x = x.contiguous()
-    kernels = _cpu_kernels() if x.device.type == "cpu" else None
+    """The out-of-place kernel call; ``seed``/``offset`` as int64 bit patterns.
+
+    The mask is laid on the elements in logical (row-major) order whatever
+    ``x``'s memory layout; the output has the layout of ``output_like(x)``.
+    """
+    dense = x.contiguous()
+    kernels = _cpu_kernels() if dense.device.type == "cpu" else None
     if kernels is not None:
-        out = kernels.empty_like(x)
+        out = kernels.empty_like(dense)
     else:
-        out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    _dropout_into(x, out, threshold, scale, _as_uint64(seed), _as_uint64(offset))
-    return out
+        out = torch.empty_like(dense, memory_format=torch.contiguous_format)
+    _dropout_into(dense, out, threshold, scale, _as_uint64(seed), _as_uint64(offset))
+    if x.is_contiguous():
+        return out
+    like = output_like(x)
+    return out if like.is_contiguous() else like.copy_(out)
 
 
 @torch.library.custom_op("dropkit::philox_dropout", mutates_args=())
@@ -136,7 +162,7 @@ def _dropout_op(x: torch.Tensor, threshold: int, scale: float, seed: int,
 
 @_dropout_op.register_fake
 def _(x, threshold, scale, seed, offset):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return output_like(x)
 
 
 def _setup_context(ctx, inputs, output):

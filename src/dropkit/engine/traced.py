@@ -33,7 +33,7 @@ def _dropout_tseed(x: torch.Tensor, threshold: int, scale: float, seed: torch.Te
 
 @_dropout_tseed.register_fake
 def _(x, threshold, scale, seed, offset):
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
+    return op.output_like(x)
 
 
 def _setup_context(ctx, inputs, output):

@@ -35,9 +35,20 @@ from dropkit.functional.dropblock import (
     dropblock3d,
     dropblock_gamma,
 )
-from dropkit.functional.dropout import dropout, dropout1d, dropout2d, dropout3d
+from dropkit.functional.dropout import (
+    InputShapeError,
+    dropout,
+    dropout1d,
+    dropout2d,
+    dropout3d,
+)
 from dropkit.functional.droppath import drop_path, drop_path_rates, stochastic_depth
-from dropkit.functional.noise import SELU_ALPHA_PRIME, alpha_dropout, gaussian_dropout
+from dropkit.functional.noise import (
+    SELU_ALPHA_PRIME,
+    alpha_dropout,
+    feature_alpha_dropout,
+    gaussian_dropout,
+)
 from dropkit.functional.recurrent import embedding_dropout, locked_dropout
 
 __all__ = [
@@ -55,6 +66,8 @@ __all__ = [
     "drop_block3d",
     "gaussian_dropout",
     "alpha_dropout",
+    "feature_alpha_dropout",
+    "InputShapeError",
     "locked_dropout",
     "embedding_dropout",
     "concrete_dropout",

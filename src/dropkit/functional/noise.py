@@ -16,6 +16,7 @@ from dropkit.functional._checks import (
     _noise_dtype,
     _noise_generator,
 )
+from dropkit.functional.dropout import InputShapeError
 
 # SELU's saturation value -lambda * alpha (Klambauer et al., 2017): the value a
 # SELU unit takes for x -> -inf, and so the value alpha dropout sets dropped
@@ -55,8 +56,42 @@ def gaussian_dropout(
     return x * noise
 
 
+def _alpha_dropout(x, p, training, inplace, seed, fn, feature):
+    p = _check_p(p)
+    _check_input(x, fn)
+    seed = _check_seed(seed)
+    if feature and x.ndim < 2:
+        raise InputShapeError(
+            f"{fn}: Feature dropout requires at least 2 dimensions in the input (N, C, ...); "
+            f"received a {x.ndim}D input of shape {tuple(x.shape)}"
+        )
+    if not training or p == 0.0 or x.numel() == 0:
+        return x
+    if p == 1.0:
+        keep = torch.zeros((), dtype=torch.bool, device=x.device)
+        return _apply_mask(x, keep, 0.0, inplace)
+    a = ((1.0 - p) * (1.0 + p * SELU_ALPHA_PRIME**2)) ** -0.5
+    alpha = -SELU_ALPHA_PRIME
+    shape = (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2) if feature else tuple(x.shape)
+    # torch's own sequence of ops (aten's _dropout_impl), so that values, the
+    # output's memory layout and the gradient's follow torch exactly; only the
+    # mask comes from the engine. Kept: a*x + a*alpha*p; dropped: the constant
+    # a*(-alpha) + a*alpha*p.
+    noise = _keep_mask(shape, p, seed, x.device).to(x.dtype)
+    b = noise.add(-1).mul_(alpha * a).add_(alpha * a * p)
+    noise.mul_(a)
+    if inplace:
+        return x.mul_(noise).add_(b)
+    return x * noise + b
+
+
 def alpha_dropout(
-    x: Tensor, p: float = 0.5, training: bool = True, *, seed: int | None = None
+    input: Tensor,
+    p: float = 0.5,
+    training: bool = False,
+    inplace: bool = False,
+    *,
+    seed: int | None = None,
 ) -> Tensor:
     r"""Dropout that keeps SELU's self-normalising mean 0 and variance 1.
 
@@ -71,18 +106,32 @@ def alpha_dropout(
     so that :math:`\mathbb{E}[x]=0,\ \mathrm{Var}[x]=1` gives the same for
     :math:`y`. Identity in eval; ``p = 1`` gives zeros (as torch).
 
+    The signature of ``torch.nn.functional.alpha_dropout``, whose ``training``
+    defaults to ``False`` (unlike ``dropout``): pass ``training=True``.
+
     Reference: Klambauer et al., "Self-Normalizing Neural Networks", NeurIPS 2017.
     """
-    p = _check_p(p)
-    _check_input(x, "alpha_dropout")
-    seed = _check_seed(seed)
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        keep = torch.zeros((), dtype=torch.bool, device=x.device)
-        return _apply_mask(x, keep, 0.0, inplace=False)
-    a = ((1.0 - p) * (1.0 + p * SELU_ALPHA_PRIME**2)) ** -0.5
-    b = -a * SELU_ALPHA_PRIME * p
-    keep = _keep_mask(tuple(x.shape), p, seed, x.device)
-    dropped_value = torch.tensor(a * SELU_ALPHA_PRIME + b, dtype=x.dtype, device=x.device)
-    return torch.where(keep, x * a + b, dropped_value)
+    return _alpha_dropout(input, p, training, inplace, seed, "alpha_dropout", feature=False)
+
+
+def feature_alpha_dropout(
+    input: Tensor,
+    p: float = 0.5,
+    training: bool = False,
+    inplace: bool = False,
+    *,
+    seed: int | None = None,
+) -> Tensor:
+    r"""Alpha dropout of whole channels: one decision per (sample, channel).
+
+    .. math::
+        y_{n,c} = a\,\bigl(x_{n,c} m_{n,c} + \alpha'(1-m_{n,c})\bigr) + b
+
+    with :math:`a, b, \alpha'` of :func:`alpha_dropout` and
+    :math:`m_{n,c} \sim \mathrm{Bernoulli}(1-p)` broadcast over the dims after
+    the channel. Input :math:`(N, C, *)`, at least 2D, as
+    ``torch.nn.functional.feature_alpha_dropout`` (whose ``training`` also
+    defaults to ``False``).
+    """
+    return _alpha_dropout(input, p, training, inplace, seed, "feature_alpha_dropout",
+                          feature=True)

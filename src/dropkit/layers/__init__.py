@@ -4,7 +4,7 @@ from dropkit.layers.concrete import ConcreteDropout, concrete_regularization
 from dropkit.layers.dropblock import DropBlock2d, DropBlock3d, LinearScheduler, dropblock_schedule
 from dropkit.layers.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
 from dropkit.layers.droppath import DropPath, StochasticDepth
-from dropkit.layers.noise import AlphaDropout, GaussianDropout
+from dropkit.layers.noise import AlphaDropout, FeatureAlphaDropout, GaussianDropout
 from dropkit.layers.recurrent import DropConnect, EmbeddingDropout, LockedDropout, WeightDrop
 
 __all__ = ["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "DropPath", "StochasticDepth"]
@@ -15,6 +15,7 @@ __all__ += [
     "dropblock_schedule",
     "GaussianDropout",
     "AlphaDropout",
+    "FeatureAlphaDropout",
     "LockedDropout",
     "EmbeddingDropout",
     "WeightDrop",

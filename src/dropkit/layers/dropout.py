@@ -1,9 +1,11 @@
 """Element-wise and channel dropout: thin ``nn.Module`` holders of
 :func:`dropkit.functional.dropout` and its channel variants.
 
-Drop-in replacements for ``torch.nn.Dropout`` / ``Dropout1d/2d/3d``: same
-constructor, same train/eval semantics, same statistics; the masks come from
-dropkit's Philox mask engine, and backward keeps no mask alive.
+Drop-in replacements for ``torch.nn.Dropout`` / ``Dropout1d/2d/3d``: each is
+a *subclass* of torch's class (so ``isinstance(m, nn.Dropout)`` finds it), with
+the same constructor, accepted shapes, warnings, errors and train/eval
+semantics; the masks come from dropkit's Philox mask engine, and backward
+keeps no mask alive. dropkit's extras (``inverted``) are keyword-only.
 """
 
 from __future__ import annotations
@@ -13,21 +15,12 @@ from torch import Tensor, nn
 from dropkit import functional as F
 
 
-class _DropoutNd(nn.Module):
-    """Validates ``p`` once and owns ``extra_repr`` for the dropout layers."""
-
-    __constants__ = ["p", "inplace"]
-
-    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__()
-        self.p = F._check_p(p)
-        self.inplace = bool(inplace)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}, inplace={self.inplace}"
+def _checked(p: float) -> float:
+    """``p`` checked with dropkit's message before torch's own check sees it."""
+    return F._check_p(p)
 
 
-class Dropout(_DropoutNd):
+class Dropout(nn.Dropout):
     r"""Zero each element with probability ``p`` during training.
 
     .. math::
@@ -61,17 +54,17 @@ class Dropout(_DropoutNd):
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False, *, inverted: bool = True) -> None:
-        super().__init__(p, inplace)
+        super().__init__(_checked(p), bool(inplace))
         self.inverted = bool(inverted)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.p, self.training, self.inplace, inverted=self.inverted)
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout(input, self.p, self.training, self.inplace, inverted=self.inverted)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, inverted={self.inverted}"
 
 
-class Dropout1d(_DropoutNd):
+class Dropout1d(nn.Dropout1d):
     r"""Zero whole channels of a 1D signal: :math:`y_{n,c,:} = m_{n,c}\,x_{n,c,:}/(1-p)`.
 
     Adjacent positions of a conv feature map are strongly correlated, so
@@ -92,11 +85,14 @@ class Dropout1d(_DropoutNd):
         >>> y = m(torch.randn(20, 16, 32))
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.dropout1d(x, self.p, self.training, self.inplace)
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__(_checked(p), bool(inplace))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout1d(input, self.p, self.training, self.inplace)
 
 
-class Dropout2d(_DropoutNd):
+class Dropout2d(nn.Dropout2d):
     r"""Zero whole channels of a 2D map: :math:`y_{n,c,:,:} = m_{n,c}\,x_{n,c,:,:}/(1-p)`.
 
     Args:
@@ -114,11 +110,14 @@ class Dropout2d(_DropoutNd):
     Reference: Tompson et al., 2015 (SpatialDropout).
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.dropout2d(x, self.p, self.training, self.inplace)
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__(_checked(p), bool(inplace))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout2d(input, self.p, self.training, self.inplace)
 
 
-class Dropout3d(_DropoutNd):
+class Dropout3d(nn.Dropout3d):
     r"""Zero whole channels of a 3D volume: :math:`y_{n,c} = m_{n,c}\,x_{n,c}/(1-p)`.
 
     Args:
@@ -134,5 +133,8 @@ class Dropout3d(_DropoutNd):
         >>> y = m(torch.randn(4, 16, 8, 8, 8))
     """
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.dropout3d(x, self.p, self.training, self.inplace)
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__(_checked(p), bool(inplace))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.dropout3d(input, self.p, self.training, self.inplace)

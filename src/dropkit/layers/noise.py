@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from dropkit import functional as F
 
-__all__ = ["GaussianDropout", "AlphaDropout"]
+__all__ = ["GaussianDropout", "AlphaDropout", "FeatureAlphaDropout"]
 
 
 class GaussianDropout(nn.Module):
@@ -52,7 +52,7 @@ class GaussianDropout(nn.Module):
         return f"p={self.p}"
 
 
-class AlphaDropout(nn.Module):
+class AlphaDropout(nn.AlphaDropout):
     r"""Dropout for SELU networks: keeps mean 0 and variance 1.
 
     .. math::
@@ -65,8 +65,11 @@ class AlphaDropout(nn.Module):
     plain dropout would break. Identity in eval. Same semantics as
     ``torch.nn.AlphaDropout`` and Keras ``AlphaDropout``.
 
+    A subclass of ``torch.nn.AlphaDropout``, with its constructor.
+
     Args:
         p: probability of an element to be dropped. Default: 0.5.
+        inplace: do the operation in place. Default: ``False``.
 
     Shape:
         - Input: :math:`(*)`. Output: :math:`(*)`, same shape.
@@ -78,14 +81,41 @@ class AlphaDropout(nn.Module):
     Reference: Klambauer et al., "Self-Normalizing Neural Networks", NeurIPS 2017.
     """
 
-    __constants__ = ["p"]
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__(F._check_p(p), bool(inplace))
 
-    def __init__(self, p: float = 0.5) -> None:
-        super().__init__()
-        self.p = F._check_p(p)
+    def forward(self, input: Tensor) -> Tensor:
+        return F.alpha_dropout(input, self.p, self.training, self.inplace)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.alpha_dropout(x, self.p, self.training)
 
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+class FeatureAlphaDropout(nn.FeatureAlphaDropout):
+    r"""Alpha dropout of whole channels, for SELU conv networks.
+
+    .. math::
+        y_{n,c} = a\,\bigl(x_{n,c} m_{n,c} + \alpha'(1-m_{n,c})\bigr) + b,
+        \qquad m_{n,c} \sim \mathrm{Bernoulli}(1-p)
+
+    with :math:`a, b, \alpha'` of :class:`AlphaDropout`: a dropped channel is
+    set to SELU's saturation value and the affine map keeps mean 0 and
+    variance 1. Identity in eval. A subclass of ``torch.nn.FeatureAlphaDropout``.
+
+    Args:
+        p: probability of a channel to be dropped. Default: 0.5.
+        inplace: do the operation in place. Default: ``False``.
+
+    Shape:
+        - Input: :math:`(N, C, *)`. Output: same shape.
+
+    Examples::
+
+        >>> m = dropkit.FeatureAlphaDropout(0.2)
+        >>> y = m(torch.randn(20, 16, 4, 32, 32))
+
+    Reference: Klambauer et al., "Self-Normalizing Neural Networks", NeurIPS 2017.
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__(F._check_p(p), bool(inplace))
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.feature_alpha_dropout(input, self.p, self.training, self.inplace)
