@@ -187,3 +187,38 @@ def test_alpha_variants_keep_selu_moments(name):
     y = getattr(dk, name)(x, 0.2, training=True)
     tol = 0.1 if name.startswith("feature") else 0.02
     assert abs(y.mean().item()) < tol and abs(y.var().item() - 1.0) < tol
+
+
+@pytest.mark.parametrize("name,shape", [("Dropout1d", (50, 2)), ("Dropout3d", (50, 2, 2, 2))])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_unbatched_input_gets_the_mask_of_its_batched_form(name, shape, inplace):
+    # torch's _test_dropoutNd_no_batch: with the same generator state, an unbatched
+    # input and the same input with a batch dim of 1 get the same result
+    x = torch.rand(shape)
+    state = torch.get_rng_state()
+    alone = getattr(dk, name)(0.5, inplace)(x.clone())
+    torch.set_rng_state(state)
+    batched = getattr(dk, name)(0.5, inplace)(x.clone().unsqueeze(0)).squeeze(0)
+    assert torch.equal(alone, batched)
+    assert 0 < (alone == 0).sum() < alone.numel()
+
+
+@pytest.mark.parametrize("name,shape,memory_format", [
+    ("Dropout", (1000,), torch.contiguous_format),
+    ("Dropout1d", (12, 11, 13), torch.contiguous_format),
+    ("Dropout2d", (1000, 3, 4, 5), torch.channels_last),
+    ("Dropout3d", (1000, 3, 2, 4, 5), torch.contiguous_format),
+])
+def test_mean_and_gradient_mean_as_torch_checks_them(name, shape, memory_format):
+    # torch's _test_dropout: input filled with 1 - p, output and gradient means within 0.05
+    torch.manual_seed(0)
+    p = 0.2
+    source = torch.empty(shape).fill_(1 - p)
+    for inplace in (False, True):
+        leaf = source.clone(memory_format=memory_format).requires_grad_()
+        out = getattr(dk, name)(p, inplace)(leaf + 0 if inplace else leaf)
+        assert out.is_contiguous(memory_format=memory_format)
+        assert abs(out.mean().item() - (1 - p)) < 0.05
+        out.backward(source)
+        assert leaf.grad.is_contiguous(memory_format=memory_format)
+        assert abs(leaf.grad.mean().item() - (1 - p)) < 0.05
