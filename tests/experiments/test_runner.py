@@ -165,3 +165,45 @@ def test_the_default_run_is_the_documented_one():
         ("wide-mlp", 0.2),
         ("tutorial-mlp", 0.5),
     }
+
+
+def test_a_diverged_run_is_recorded_in_valid_json(tiny, tmp_path):
+    # lr 1e30 overflows the loss: the run is kept and marked, results.json stays JSON
+    opts = {**tiny, "models": ["tutorial-mlp"], "regularizers": ["none"], "lr": 1e30}
+    out = run_experiment("compare", out=tmp_path / "nan", quiet=True, **opts)
+    text = (out / "results.json").read_text()
+    doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in results.json"))
+    assert [r["diverged"] for r in doc["runs"]] == [True, True]
+    assert any(r["test_loss"] is None for r in doc["runs"])
+    assert (out / "report.html").exists()
+    run_experiment(resume=out, quiet=True)  # and --resume reads it back
+
+
+def test_resume_removes_temporaries_left_by_a_killed_process(tiny, tmp_path):
+    opts = {**tiny, "models": ["tutorial-mlp"], "regularizers": ["none"], "seeds": [0, 1]}
+    out = run_experiment("compare", out=tmp_path / "k", quiet=True, stop_after=1, **opts)
+    stale = out / ".results.json.abc123.tmp"
+    stale.write_text("{half a docu")
+    run_experiment(resume=out, quiet=True)
+    assert not stale.exists()
+    assert json.loads((out / "results.json").read_text())["status"] == "complete"
+
+
+def test_concurrent_default_output_directories_are_distinct(tmp_path, monkeypatch):
+    import threading
+
+    from dropkit.experiments.runner import default_out_dir
+
+    monkeypatch.chdir(tmp_path)
+    made, barrier = [], threading.Barrier(6)
+
+    def make():
+        barrier.wait()
+        made.append(default_out_dir("compare"))
+
+    threads = [threading.Thread(target=make) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(made)) == 6 and all(p.is_dir() for p in made)

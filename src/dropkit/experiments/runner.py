@@ -165,13 +165,52 @@ def default_threads() -> int:
 
 
 def default_out_dir(experiment: str) -> Path:
+    """A new directory ``runs/<date>-<time>-<experiment>[-i]``, created here.
+
+    Created with ``mkdir(exist_ok=False)`` and retried under the next name: two
+    ``dropkit run`` processes started in the same second never share one.
+    """
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = Path("runs") / f"{stamp}-{experiment}"
+    base.parent.mkdir(parents=True, exist_ok=True)
     out, i = base, 1
-    while out.exists():
-        i += 1
-        out = base.with_name(f"{base.name}-{i}")
-    return out
+    while True:
+        try:
+            out.mkdir()
+            return out
+        except FileExistsError:
+            i += 1
+            out = base.with_name(f"{base.name}-{i}")
+
+
+def _finite_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with every non-finite number replaced by None and ``diverged`` set.
+
+    A run whose loss overflowed (``--lr 1e30``) is a result, not a crash: it is
+    kept, marked, and results.json stays valid JSON.
+    """
+    diverged = False
+
+    def clean(value: Any) -> Any:
+        nonlocal diverged
+        if isinstance(value, float) and not math.isfinite(value):
+            diverged = True
+            return None
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    cleaned = clean(record)
+    cleaned["diverged"] = diverged
+    return cleaned
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of atomic writes left by a killed process (kill -9)."""
+    for stale in out_dir.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------- running
@@ -206,6 +245,7 @@ def run_experiment(
             if options.get(key) is not None:
                 config[key] = options[key]
         done = {r["key"]: r for r in document["runs"] if "key" in r}
+        _remove_stale_temporaries(out_dir)
         try:
             exp_cls = registry.get(experiment)
         except ValueError as e:
@@ -226,6 +266,8 @@ def run_experiment(
     try:
         specs: list[RunSpec] = exp.runs(config)
     except ValueError as e:
+        if resume is None and out is None:
+            out_dir.rmdir()  # the empty directory default_out_dir made: nothing half-written
         raise ConfigError(str(e)) from None
     keys = [s.key for s in specs]
     if len(set(keys)) != len(keys):
@@ -262,7 +304,7 @@ def run_experiment(
                     return out_dir
                 bar.start_run(spec.key, spec.epochs)
                 ctx.progress = bar.epoch
-                records.append(exp.run_one(spec, ctx.dataset(spec.dataset), ctx))
+                records.append(_finite_record(exp.run_one(spec, ctx.dataset(spec.dataset), ctx)))
                 new += 1
                 save("complete" if len(records) == len(specs) else "running")
                 bar.end_run()
