@@ -184,3 +184,28 @@ def test_a_users_parallel_numba_code_in_threads_next_to_dropkit_does_not_abort(f
     assert code == 0, (
         f"threads running a user's parallel Numba function next to dropkit ({first}): "
         f"{died}\nstdout: {run.stdout[-2000:]}\nstderr: {run.stderr[-2000:]}")
+
+
+@pytest.mark.slow
+def test_idle_worker_threads_do_not_spin_after_a_large_call():
+    # Numba's libgomp layer left spinning threads that made every later training
+    # step of the process cost several times its CPU; dropkit's own pool sleeps.
+    # CPU time over wall time of a single-threaded training loop after large
+    # (multi-threaded) calls: ~1.0 when idle workers sleep, ~2 if one spins.
+    script = (
+        "import time, torch\nfrom torch import nn\nimport dropkit as dk\n"
+        "torch.set_num_threads(2)\n"
+        "for _ in range(3):\n    dk.dropout(torch.randn(1 << 22), 0.5)\n"
+        "torch.set_num_threads(1)\n"
+        "net = nn.Sequential(nn.Linear(40, 64), nn.ReLU(), dk.Dropout(0.5), nn.Linear(64, 10))\n"
+        "opt = torch.optim.SGD(net.parameters(), lr=0.1)\n"
+        "x, y = torch.randn(32, 40), torch.randint(0, 10, (32,))\n"
+        "w0, c0 = time.perf_counter(), time.process_time()\n"
+        "for _ in range(1500):\n"
+        "    opt.zero_grad(); nn.functional.cross_entropy(net(x), y).backward(); opt.step()\n"
+        "print((time.process_time() - c0) / (time.perf_counter() - w0))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) < 1.5
