@@ -19,7 +19,16 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "the inverted and the classic formulation, and show why scaling at both train "
         "and test time is wrong.",
     )
-    p.add_argument("--p", type=float, default=0.5, help="drop probability (default 0.5)")
+    def probability(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"expected 0 <= p <= 1, got {text}")
+        return value
+
+    p.add_argument("--p", type=probability, default=0.5, help="drop probability (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the masks")
     p.set_defaults(handler=_run_demo)
 

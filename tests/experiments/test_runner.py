@@ -207,3 +207,61 @@ def test_concurrent_default_output_directories_are_distinct(tmp_path, monkeypatc
     for t in threads:
         t.join()
     assert len(set(made)) == 6 and all(p.is_dir() for p in made)
+
+
+def _exit_code(main, argv) -> int:
+    """The status ``dropkit`` exits with: argparse errors raise, run errors return 2."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--threads", "-2"], "--threads: expected a positive integer"),
+    (["--threads", "0"], "--threads: expected a positive integer"),
+    (["--weight-decay", "-1"], "--weight-decay: expected a finite number >= 0"),
+    (["--max-norm", "0"], "--max-norm: expected a finite number > 0"),
+    (["--lr", "inf"], "--lr: expected a finite number > 0"),
+    (["--lr", "nan"], "--lr"),
+    (["--seeds", "1,1"], "--seeds: a seed is repeated"),
+])
+def test_bad_numbers_give_one_line_and_write_nothing(args, message, tmp_path, monkeypatch,
+                                                     capsys):
+    from dropkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert _exit_code(main, ["run", "--epochs", "1", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even runs/
+
+
+def test_bad_out_directories_are_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    from dropkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("x")
+    for out, words in (("afile", "is a file"), ("afile/sub", "lies under the file")):
+        assert _exit_code(main, ["run", "--epochs", "1", "--out", out]) == 2
+        assert words in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+@pytest.mark.parametrize("document", ['{"runs": 3}', "[1, 2]",
+                                      '{"experiment": "compare", "config": {}, "runs": 3}',
+                                      '{"experiment": "compare", "config": {}, "runs": [1]}'])
+def test_resume_of_a_results_file_of_the_wrong_shape_is_one_line(document, tmp_path, capsys):
+    from dropkit.cli import main
+
+    (tmp_path / "results.json").write_text(document)
+    assert _exit_code(main, ["run", "--resume", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "Cannot resume" in err and "Traceback" not in err
+
+
+def test_demo_refuses_a_bad_p_in_one_line(capsys):
+    from dropkit.cli import main
+
+    assert _exit_code(main, ["demo", "--p", "1.5"]) == 2
+    assert "expected 0 <= p <= 1" in capsys.readouterr().err

@@ -119,9 +119,18 @@ def read_json(out_dir: Path) -> dict[str, Any]:
         document = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"Cannot resume: {path} is not valid JSON ({e}).") from None
+    if not isinstance(document, dict):
+        raise ValueError(f"Cannot resume: {path} does not hold a results object.")
     for key in ("experiment", "config", "runs"):
         if key not in document:
             raise ValueError(f"Cannot resume: {path} has no {key!r} field.")
+    shapes = (("experiment", str, "a string"), ("config", dict, "an object"),
+              ("runs", list, "a list"))
+    for key, kind, words in shapes:
+        if not isinstance(document[key], kind):
+            raise ValueError(f"Cannot resume: {path} field {key!r} is not {words}.")
+    if not all(isinstance(run, dict) and "key" in run for run in document["runs"]):
+        raise ValueError(f"Cannot resume: {path} holds runs that are not run records.")
     return document
 
 

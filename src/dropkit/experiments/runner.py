@@ -113,8 +113,25 @@ def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
     for key in ("epochs", "batch_size"):
         if config[key] is not None and int(config[key]) < 1:
             raise ConfigError(f"Invalid value for --{key.replace('_', '-')}: {config[key]}")
-    if config["lr"] is not None and not config["lr"] > 0:
-        raise ConfigError(f"Invalid value for --lr: {config['lr']}")
+    if len(set(config["seeds"])) != len(config["seeds"]):
+        raise ConfigError(f"Invalid value for --seeds: a seed is repeated in {config['seeds']}")
+    for key, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False),
+                             ("l1", 0.0, False), ("max_norm", 0.0, True)):
+        value = config.get(key)
+        if value is None:
+            continue
+        ok = math.isfinite(value) and (value > low if strict else value >= low)
+        if not ok:
+            expected = f"a finite number {'>' if strict else '>='} {low:g}"
+            raise ConfigError(
+                f"Invalid value for --{key.replace('_', '-')}: expected {expected}. "
+                f"Received: {value}"
+            )
+    if config["threads"] is not None and int(config["threads"]) < 1:
+        raise ConfigError(
+            f"Invalid value for --threads: expected a positive integer. "
+            f"Received: {config['threads']}"
+        )
     if config["device"] not in ("auto", "cpu") and not str(config["device"]).startswith("cuda"):
         raise ConfigError(
             f"Invalid value for --device: expected auto, cpu or cuda[:N]. "
@@ -207,6 +224,22 @@ def _finite_record(record: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse, before any work, an ``--out`` that is a file, lies under one or is read-only."""
+    import os
+
+    existing = out_dir
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == out_dir else f"lies under the file {existing}"
+        raise ConfigError(f"Invalid value for --out: {out_dir} {where}.")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"Invalid value for --out: {existing} is not writable.")
+
+
 def _remove_stale_temporaries(out_dir: Path) -> None:
     """Temporary files of atomic writes left by a killed process (kill -9)."""
     for stale in out_dir.glob(".*.tmp"):
@@ -255,6 +288,8 @@ def run_experiment(
         config = resolve_config(experiment, options)
         exp_cls = registry.get(experiment)
         done = {}
+        if out is not None:
+            _check_out_dir(Path(out))
         out_dir = Path(out) if out is not None else default_out_dir(experiment)
         if (out_dir / results.RESULTS_JSON).exists():
             raise ConfigError(
