@@ -80,3 +80,26 @@ def test_analytic_ratio_formula():
 def test_bad_arguments_list_the_choices(tiny, tmp_path, options, message):
     with pytest.raises(ConfigError, match=message):
         run_experiment("batchnorm", out=tmp_path / "b", quiet=True, **{**tiny, **options})
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_an_uninterrupted_one(tiny, tmp_path):
+    # before-bn+recalibrate reuses its twin's network in an uninterrupted run and
+    # retrains it when resumed: the numbers must not tell the two apart
+    import json
+
+    opts = {**tiny, "p": [0.5], "seeds": [0], "bn_variants": "before-bn,before-bn+recalibrate"}
+    full = run_experiment("batchnorm", out=tmp_path / "full", quiet=True, **opts)
+    part = run_experiment("batchnorm", out=tmp_path / "part", quiet=True, stop_after=1, **opts)
+    run_experiment(resume=part, quiet=True)
+
+    def numbers(path):
+        runs = json.loads((path / "results.json").read_text())["runs"]
+        def timeless(value):
+            if isinstance(value, dict):
+                return {k: timeless(v) for k, v in value.items() if "seconds" not in k}
+            return value
+
+        return [timeless(r) for r in runs]
+
+    assert numbers(full) == numbers(part)

@@ -206,6 +206,12 @@ class BatchNormClash(Experiment):
                 self._trained[twin] = (copy.deepcopy(model), copy.deepcopy(record))
         device = ctx.device
         x_train = data.x_train.to(device)
+        # What follows training draws dropout masks (recalibration and the variance
+        # measurement run dropout in training mode). Seed it from the run's own seed,
+        # so the run is a pure function of its spec whether its network was just
+        # trained or taken from its before-bn twin (an uninterrupted run) or
+        # retrained (a resumed one).
+        torch.manual_seed(spec.seed + 7919)
         if variant == "before-bn+recalibrate":
             t0 = time.perf_counter()
             import dropkit as dk
