@@ -22,9 +22,12 @@ def test_demo_shows_both_formulations_and_the_bug(capsys):
     assert abs(float(wrong.group(1)) - 1.0) < 0.02 and float(wrong.group(2)) == 0.5
 
 
-def test_demo_rejects_bad_p(capsys):
-    with pytest.raises(ValueError, match="Received: p=1.5"):
+def test_demo_rejects_bad_p_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
         main(["demo", "--p", "1.5"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "expected 0 <= p <= 1, got 1.5" in err
+    assert "Traceback" not in err
 
 
 def test_console_entry_point_help():

@@ -258,10 +258,3 @@ def test_resume_of_a_results_file_of_the_wrong_shape_is_one_line(document, tmp_p
     assert _exit_code(main, ["run", "--resume", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "Cannot resume" in err and "Traceback" not in err
-
-
-def test_demo_refuses_a_bad_p_in_one_line(capsys):
-    from dropkit.cli import main
-
-    assert _exit_code(main, ["demo", "--p", "1.5"]) == 2
-    assert "expected 0 <= p <= 1" in capsys.readouterr().err
