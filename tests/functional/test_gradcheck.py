@@ -24,6 +24,12 @@ def _x(*shape, seed=0):
     return x.requires_grad_()
 
 
+def _seeded(fn, *args):
+    """``fn`` (which has torchvision's signature, no ``seed=``) with a fixed mask."""
+    torch.manual_seed(4)
+    return fn(*args)
+
+
 CASES = {
     "dropout": (lambda x: F.dropout(x, 0.4, seed=1), (6, 5)),
     "dropout classic": (lambda x: F.dropout(x, 0.4, inverted=False, seed=1), (6, 5)),
@@ -35,6 +41,9 @@ CASES = {
     "drop_path batch": (lambda x: F.drop_path(x, 0.5, mode="batch", seed=5), (6, 3)),
     "dropblock2d": (lambda x: F.dropblock2d(x, 0.3, 2, seed=6), (2, 3, 5, 5)),
     "dropblock3d": (lambda x: F.dropblock3d(x, 0.3, 2, seed=6), (1, 2, 4, 4, 4)),
+    "stochastic_depth": (lambda x: _seeded(F.stochastic_depth, x, 0.5, "row"), (6, 3)),
+    "drop_block2d": (lambda x: F.drop_block2d(x, 0.3, 3, seed=6), (2, 3, 5, 5)),
+    "drop_block3d": (lambda x: F.drop_block3d(x, 0.3, 3, seed=6), (1, 2, 4, 4, 4)),
     "gaussian_dropout": (lambda x: F.gaussian_dropout(x, 0.3, seed=7), (6, 5)),
     "alpha_dropout": (lambda x: F.alpha_dropout(x, 0.3, True, seed=8), (6, 5)),
     "feature_alpha_dropout": (lambda x: F.feature_alpha_dropout(x, 0.5, True, seed=8), (6, 5, 2)),
