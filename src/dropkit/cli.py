@@ -11,6 +11,22 @@ import sys
 import textwrap
 
 
+def _probability(*, allow_one: bool):
+    """An argparse type: a drop probability in [0, 1], or [0, 1) without ``allow_one``."""
+    bound = "<=" if allow_one else "<"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (0.0 <= value <= 1.0 if allow_one else 0.0 <= value < 1.0):
+            raise argparse.ArgumentTypeError(f"expected 0 <= p {bound} 1, got {text}")
+        return value
+
+    return parse
+
+
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -19,16 +35,8 @@ def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
         "the inverted and the classic formulation, and show why scaling at both train "
         "and test time is wrong.",
     )
-    def probability(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"expected 0 <= p <= 1, got {text}")
-        return value
-
-    p.add_argument("--p", type=probability, default=0.5, help="drop probability (default 0.5)")
+    p.add_argument("--p", type=_probability(allow_one=True), default=0.5,
+                   help="drop probability (default 0.5)")
     p.add_argument("--seed", type=int, default=0, help="torch.manual_seed for the masks")
     p.set_defaults(handler=_run_demo)
 
@@ -54,12 +62,6 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
 
     dtypes = ("float32", "float64", "float16", "bfloat16")
 
-    def drop_probability(text: str) -> float:
-        value = float(text)
-        if not 0.0 <= value < 1.0:
-            raise argparse.ArgumentTypeError(f"expected 0 <= p < 1, got {text!r}")
-        return value
-
     def positive_int(text: str) -> int:
         value = int(text)
         if value < 1:
@@ -74,7 +76,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
                    type=comma_list(str, "dtype names", lambda d: None if d in dtypes else
                                    f"unknown dtype {d!r}; choose from: {', '.join(dtypes)}"),
                    help=f"comma-separated, from {', '.join(dtypes)} (default float32,bfloat16)")
-    p.add_argument("--p", type=drop_probability, default=0.5,
+    p.add_argument("--p", type=_probability(allow_one=False), default=0.5,
                    help="drop probability in [0, 1) (default 0.5)")
     p.add_argument("--repeat", type=positive_int, default=15,
                    help="timed repetitions per measurement; medians are reported (default 15)")

@@ -340,8 +340,10 @@ def _run(kernel, numel: int, arrays: tuple[np.ndarray, ...], *args) -> None:
     ``args`` is the Philox counter offset, advanced by ``start // 8`` per part.
     """
     *params, offset = args
-    threads = min(num_threads(), numel // (PARALLEL_MIN_ELEMENTS // 2) or 1)
-    if numel < PARALLEL_MIN_ELEMENTS or threads < 2:
+    # at least PARALLEL_MIN_ELEMENTS / 2 elements per thread: below
+    # PARALLEL_MIN_ELEMENTS in all, the calling thread does everything
+    threads = min(num_threads(), numel // (PARALLEL_MIN_ELEMENTS // 2))
+    if threads < 2:
         kernel(*arrays, *params, offset)
         return
     chunks = (numel + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS

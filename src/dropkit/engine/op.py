@@ -296,13 +296,13 @@ def dropout_(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0
         return x
     if torch.is_grad_enabled() and x.requires_grad:
         return x.copy_(dropout(x, p, scale, seed, offset))
-    if x.is_inference() and not torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            "Inplace update to inference tensor outside InferenceMode is not allowed: "
-            "in-place dropout received a tensor created under torch.inference_mode(). "
-            "Clone it first, or call dropout with inplace=False."
-        )
-    if x.is_inference():  # inference tensors have no version counter
+    if x.is_inference():  # no version counter; writable only inside inference mode
+        if not torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "Inplace update to inference tensor outside InferenceMode is not allowed: "
+                "in-place dropout received a tensor created under torch.inference_mode(). "
+                "Clone it first, or call dropout with inplace=False."
+            )
         _dropout_inplace_impl(x, *args)
         return x
     version = x._version

@@ -37,11 +37,20 @@ SCHEMA_FIELDS = (
 HISTORY_FIELDS = ("epoch", "train_acc", "test_acc", "train_loss", "test_loss")
 
 
+_TMP_SUFFIX = ".tmp"
+
+
+def remove_temporaries(out_dir: Path) -> None:
+    """Remove what ``write_atomic`` leaves in ``out_dir`` when its process is killed (kill -9)."""
+    for stale in Path(out_dir).glob(f".*{_TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
+
+
 def write_atomic(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -226,8 +227,6 @@ def _finite_record(record: dict[str, Any]) -> dict[str, Any]:
 
 def _check_out_dir(out_dir: Path) -> None:
     """Refuse, before any work, an ``--out`` that is a file, lies under one or is read-only."""
-    import os
-
     existing = out_dir
     while not existing.exists():
         if existing.parent == existing:
@@ -238,12 +237,6 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ConfigError(f"Invalid value for --out: {out_dir} {where}.")
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"Invalid value for --out: {existing} is not writable.")
-
-
-def _remove_stale_temporaries(out_dir: Path) -> None:
-    """Temporary files of atomic writes left by a killed process (kill -9)."""
-    for stale in out_dir.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------- running
@@ -278,7 +271,7 @@ def run_experiment(
             if options.get(key) is not None:
                 config[key] = options[key]
         done = {r["key"]: r for r in document["runs"] if "key" in r}
-        _remove_stale_temporaries(out_dir)
+        results.remove_temporaries(out_dir)
         try:
             exp_cls = registry.get(experiment)
         except ValueError as e:

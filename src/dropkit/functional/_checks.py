@@ -124,15 +124,18 @@ def _keep_mask(shape: tuple[int, ...], p: float, seed: int | None, device) -> Te
     return engine.keep_mask(shape, p, seed, device=device)
 
 
-def _apply_mask(x: Tensor, keep: Tensor, scale: float, inplace: bool) -> Tensor:
+def _apply_mask(x: Tensor, keep: Tensor, scale: float | Tensor, inplace: bool) -> Tensor:
     """``where(keep, x * scale, 0)`` for a mask that broadcasts against ``x``.
 
     ``where`` rather than a multiply by the mask, so dropped entries are
-    exactly 0 even where ``x`` holds inf or NaN.
+    exactly 0 even where ``x`` holds inf or NaN. ``scale`` is a float, or a
+    0-dim tensor when it is computed from the mask (DropBlock). In place, the
+    result goes back through ``x.copy_``: a torch in-place op, so ``x``'s
+    version counter moves and autograd raises where it would for ``x.mul_``.
     """
     zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    scaled = x * scale if scale != 1.0 else x
-    out = torch.where(keep, scaled, zero)
+    unscaled = isinstance(scale, float) and scale == 1.0
+    out = torch.where(keep, x if unscaled else x * scale, zero)
     if inplace:
         return x.copy_(out)
     return out

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from dropkit.functional._checks import (
+    _apply_mask,
     _check_block_size,
     _check_input,
     _check_p,
@@ -56,20 +57,6 @@ def _check_eps(eps: float) -> float:
     return value
 
 
-def _write(x: Tensor, keep: Tensor, scale: Tensor | None, inplace: bool) -> Tensor:
-    """``where(keep, x * scale, 0)``, into ``x`` itself when ``inplace``.
-
-    ``where`` rather than a multiply by the mask, so dropped entries are
-    exactly 0 even where ``x`` holds inf or NaN. In place, the result goes
-    back through ``x.copy_``: a torch in-place op, so ``x``'s version counter
-    moves and autograd raises on a leaf that requires grad, as with
-    torchvision's ``input.mul_(noise)``.
-    """
-    zero = torch.zeros((), dtype=x.dtype, device=x.device)
-    out = torch.where(keep, x if scale is None else x * scale, zero)
-    return x.copy_(out) if inplace else out
-
-
 def _dropblock(
     x: Tensor,
     p: float,
@@ -92,7 +79,7 @@ def _dropblock(
         return x
     xb = x.unsqueeze(0) if unbatched else x
     if p == 1.0:
-        return _write(x, torch.zeros((), dtype=torch.bool, device=x.device), None, inplace)
+        return _apply_mask(x, torch.zeros((), dtype=torch.bool, device=x.device), 1.0, inplace)
     spatial = tuple(xb.shape[2:])
     # A feature map smaller than the block: the block shrinks to the map
     # (per dim), so one centre drops the whole map of that channel.
@@ -115,7 +102,7 @@ def _dropblock(
     if unbatched:
         keep = keep.squeeze(0)
     if not scale_by_keep:
-        return _write(x, keep, None, inplace)
+        return _apply_mask(x, keep, 1.0, inplace)
     # Renormalise by the kept fraction of the whole tensor, the paper's
     # count(M) / count_ones(M), with torchvision's eps in the denominator.
     # The count is an integer, so the clamp acts only when every unit is
@@ -124,7 +111,7 @@ def _dropblock(
     accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
     kept = keep.sum().to(accumulate)
     scale = (keep.numel() / (kept + eps).clamp(min=1.0)).to(x.dtype)
-    return _write(x, keep, scale, inplace)
+    return _apply_mask(x, keep, scale, inplace)
 
 
 def dropblock2d(

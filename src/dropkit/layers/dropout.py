@@ -15,11 +15,6 @@ from torch import Tensor, nn
 from dropkit import functional as F
 
 
-def _checked(p: float) -> float:
-    """``p`` checked with dropkit's message before torch's own check sees it."""
-    return F._check_p(p)
-
-
 class Dropout(nn.Dropout):
     r"""Zero each element with probability ``p`` during training.
 
@@ -54,7 +49,7 @@ class Dropout(nn.Dropout):
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False, *, inverted: bool = True) -> None:
-        super().__init__(_checked(p), bool(inplace))
+        super().__init__(F._check_p(p), bool(inplace))
         self.inverted = bool(inverted)
 
     def forward(self, input: Tensor) -> Tensor:
@@ -86,7 +81,7 @@ class Dropout1d(nn.Dropout1d):
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__(_checked(p), bool(inplace))
+        super().__init__(F._check_p(p), bool(inplace))
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout1d(input, self.p, self.training, self.inplace)
@@ -111,7 +106,7 @@ class Dropout2d(nn.Dropout2d):
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__(_checked(p), bool(inplace))
+        super().__init__(F._check_p(p), bool(inplace))
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout2d(input, self.p, self.training, self.inplace)
@@ -134,7 +129,7 @@ class Dropout3d(nn.Dropout3d):
     """
 
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
-        super().__init__(_checked(p), bool(inplace))
+        super().__init__(F._check_p(p), bool(inplace))
 
     def forward(self, input: Tensor) -> Tensor:
         return F.dropout3d(input, self.p, self.training, self.inplace)
