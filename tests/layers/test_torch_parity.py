@@ -60,13 +60,12 @@ def _shared_dims(y: torch.Tensor) -> tuple[bool, ...]:
     return tuple(bool((y == y.narrow(d, 0, 1)).all()) for d in range(y.ndim))
 
 
-def _call(lib, name, x):
+def _call(lib, name, x, p=0.5, training=True):
     fn = getattr(lib, name)
-    training = {"training": True} if "alpha" in name else {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            y = fn(x, 0.5, **training)
+            y = fn(x, p, training=training)
         except RuntimeError as exc:
             return ("RuntimeError", None, [str(w.message)[:40] for w in caught], str(exc)[:9])
     return ("ok", _shared_dims(y), [str(w.message)[:40] for w in caught], None)
@@ -81,6 +80,16 @@ def test_every_rank_is_read_as_torch_reads_it(name, ndim):
     assert ours[0] == theirs[0]
     assert ours[1] == theirs[1]  # the same dims share a keep decision
     assert ours[2] == theirs[2]  # the same warnings, in the same order
+
+
+@pytest.mark.parametrize("p,training", [(0.5, False), (1.0, True)], ids=["eval", "p=1"])
+@pytest.mark.parametrize("ndim", range(0, 7))
+@pytest.mark.parametrize("name", FUNCTIONALS)
+def test_eval_and_p1_accept_the_ranks_torch_accepts(name, ndim, p, training):
+    # torch checks the rank of a feature-dropout input only when it draws a mask
+    x = torch.ones((6,) * ndim)
+    ours, theirs = _call(dk, name, x, p, training), _call(TF, name, x, p, training)
+    assert ours[:3] == theirs[:3]
 
 
 def test_dropout2d_reads_a_3d_input_as_n_c_l():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 from torch import Tensor
 
 from dropkit import engine
@@ -106,13 +107,17 @@ class InputShapeError(ValueError, RuntimeError):
     """
 
 
-def _feature_mask_shape(x: Tensor, unbatched: bool) -> tuple[int, ...]:
-    """One keep decision per (sample, channel), broadcast over the remaining dims."""
+def _feature_mask_shape(x: Tensor, unbatched: bool, fn: str) -> tuple[int, ...]:
+    """One keep decision per (sample, channel), broadcast over the remaining dims.
+
+    Asked only when a mask is drawn: as in torch, eval, ``p=0`` and ``p=1``
+    accept inputs of any rank.
+    """
     if unbatched and x.ndim >= 1:  # (C, *spatial): one decision per channel
         return (x.shape[0],) + (1,) * (x.ndim - 1)
     if x.ndim < 2:
         raise InputShapeError(
-            f"Feature dropout requires at least 2 dimensions in the input (N, C, ...); "
+            f"{fn}: Feature dropout requires at least 2 dimensions in the input (N, C, ...); "
             f"received a {x.ndim}D input of shape {tuple(x.shape)}"
         )
     return (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2)
@@ -171,12 +176,14 @@ def _channel_dropout(
     # input of dropout1d, and never for dropout2d.
     unbatched = x.ndim != accepted[1] if spatial_dims == 3 else (
         spatial_dims == 1 and x.ndim == accepted[0])
-    mask_shape = _feature_mask_shape(x, unbatched)
     if not training or p == 0.0 or x.numel() == 0:
         # torch adds and removes a batch dim around an unbatched input, so it
         # returns a view there (the input object itself when in place)
         return x.unsqueeze(0).squeeze(0) if unbatched and not inplace else x
-    keep = _keep_mask(mask_shape, p, seed, x.device)
+    if p == 1.0:  # torch multiplies by zero before it builds per-channel noise
+        keep = torch.zeros((), dtype=torch.bool, device=x.device)
+        return _apply_mask(x, keep, 1.0, inplace)
+    keep = _keep_mask(_feature_mask_shape(x, unbatched, fn), p, seed, x.device)
     return _apply_mask(x, keep, _keep_scale(p, rescale=True), inplace)
 
 

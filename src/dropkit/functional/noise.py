@@ -16,7 +16,7 @@ from dropkit.functional._checks import (
     _noise_dtype,
     _noise_generator,
 )
-from dropkit.functional.dropout import InputShapeError
+from dropkit.functional.dropout import _feature_mask_shape
 
 # SELU's saturation value -lambda * alpha (Klambauer et al., 2017): the value a
 # SELU unit takes for x -> -inf, and so the value alpha dropout sets dropped
@@ -60,11 +60,6 @@ def _alpha_dropout(x, p, training, inplace, seed, fn, feature):
     p = _check_p(p)
     _check_input(x, fn)
     seed = _check_seed(seed)
-    if feature and x.ndim < 2:
-        raise InputShapeError(
-            f"{fn}: Feature dropout requires at least 2 dimensions in the input (N, C, ...); "
-            f"received a {x.ndim}D input of shape {tuple(x.shape)}"
-        )
     if not training or p == 0.0 or x.numel() == 0:
         return x
     if p == 1.0:
@@ -72,7 +67,7 @@ def _alpha_dropout(x, p, training, inplace, seed, fn, feature):
         return _apply_mask(x, keep, 0.0, inplace)
     a = ((1.0 - p) * (1.0 + p * SELU_ALPHA_PRIME**2)) ** -0.5
     alpha = -SELU_ALPHA_PRIME
-    shape = (x.shape[0], x.shape[1]) + (1,) * (x.ndim - 2) if feature else tuple(x.shape)
+    shape = _feature_mask_shape(x, False, fn) if feature else tuple(x.shape)
     # torch's own sequence of ops (aten's _dropout_impl), so that values, the
     # output's memory layout and the gradient's follow torch exactly; only the
     # mask comes from the engine. Kept: a*x + a*alpha*p; dropped: the constant
