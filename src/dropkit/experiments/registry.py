@@ -75,6 +75,26 @@ class Experiment:
         experiment are rejected with a clear error.
         """
 
+    # ------------------------------------------------------- accepted inputs
+    @classmethod
+    def check_dataset(cls, name: str) -> None:
+        """Raise ValueError (message lists the choices) if ``--dataset name`` does not apply.
+
+        The default accepts the classification data sets of ``data.py``;
+        an experiment on other data (regression tables, say) overrides it.
+        """
+        from dropkit.experiments import data
+
+        data.check(name)
+
+    @classmethod
+    def check_models(cls, names: Sequence[str]) -> None:
+        """Raise ValueError (message lists the choices) if a model in ``names`` does not apply."""
+        from dropkit.experiments import models
+
+        for name in names:
+            models.get(name)
+
     # --------------------------------------------------------------- the runs
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         """The full, ordered list of runs. Must be deterministic in ``config``."""

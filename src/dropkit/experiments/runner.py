@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments import data, models, registry, regularizers, results
+from dropkit.experiments import models, registry, regularizers, results
 
 #: defaults of the options every experiment shares. ``None`` means "per model"
 #: (see ``models.MODELS[...].defaults``) or "the experiment's default".
@@ -95,9 +95,8 @@ def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
     if config["p"] is not None:
         config["p"] = [float(p) for p in _as_list(config["p"])]
     try:
-        data.check(config["dataset"])
-        for m in config["models"]:
-            models.get(m)
+        exp.check_dataset(config["dataset"])
+        exp.check_models(config["models"])
         for r in config["regularizers"]:
             regularizers.get(r)
     except ValueError as e:
@@ -146,7 +145,9 @@ def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
                     f"Regularizer 'droppath' needs residual branches; model(s) "
                     f"{', '.join(bad)} have none. Use --model resmlp."
                 )
-    config["model_settings"] = {m: model_settings(config, m) for m in config["models"]}
+    config["model_settings"] = {
+        m: model_settings(config, m) for m in config["models"] if m in models.names()
+    }
     return config
 
 
