@@ -157,7 +157,8 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
         help=f"which experiment (default: {registry.DEFAULT_EXPERIMENT})",
     )
     p.add_argument(
-        "--dataset", choices=data.names(), default=None, help="data set (default: mnist1d)"
+        "--dataset", default=None,
+        help=f"data set: {', '.join(data.names())} (default: per experiment)",
     )
     p.add_argument(
         "--model",
@@ -184,7 +185,18 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
         "--p", type=floats_list, nargs="+", default=None, metavar="P",
         help="drop probability/probabilities (default: per model, see the report)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
+    p.add_argument(
+        "--epochs", type=int, default=None,
+        help="the budget: at most this many epochs (default: per model)",
+    )
+    p.add_argument(
+        "--patience", type=int, default=None,
+        help="stop after this many epochs without a better validation accuracy (25)",
+    )
+    p.add_argument(
+        "--val-fraction", type=float, default=None,
+        help="the part of the training split held out for validation (0.2)",
+    )
     p.add_argument(
         "--seeds", type=seeds, default=None, metavar="N|S1,S2,..",
         help="a number of seeds (3 = seeds 0,1,2) or a comma list of seeds (default: per "
@@ -200,7 +212,21 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--device", default=None, help="auto (cuda if present, else cpu), cpu or cuda[:N]"
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (1)")
+    p.add_argument(
+        "--workers", type=int, default=None,
+        help="runs at a time: processes with --backend local, CPUs of a local Ray "
+        "(default: this machine's cores)",
+    )
+    p.add_argument(
+        "--backend", choices=["local", "ray"], default=None,
+        help="local (this machine) or ray (Ray tasks; needs dropkit[ray]) (default: local)",
+    )
+    p.add_argument(
+        "--ray-address", default=None, metavar="ADDR",
+        help="the Ray cluster for --backend ray, e.g. auto or ray://head:10001 "
+        "(default: start a local Ray)",
+    )
     p.add_argument("--out", default=None, help="output directory (runs/<time>-<experiment>/)")
     p.add_argument(
         "--resume", default=None, metavar="DIR",

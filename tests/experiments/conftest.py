@@ -20,7 +20,9 @@ def tiny_dataset() -> data.Dataset:
 data.register_dataset("tiny", tiny_dataset)
 
 #: options that make any experiment finish in about a second
-TINY = {"dataset": "tiny", "epochs": 2, "seeds": [0, 1], "batch_size": 32, "threads": 1}
+TINY = {
+    "workers": 1, "dataset": "tiny", "epochs": 2, "seeds": [0, 1], "batch_size": 32, "threads": 1
+}
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ def _fails(argv, capsys) -> str:
     "argv, expected",
     [
         (["run", "compair"], "invalid choice: 'compair'"),
-        (["run", "--dataset", "mnist"], "choose from 'mnist1d', 'digits'"),
         (["run", "--model", "mlp"], "unknown model 'mlp'; choose from: tutorial-mlp, wide-mlp"),
         (["run", "--regularizers", "none,drop"], "unknown regularizer 'drop'; choose from: none"),
         (["run", "--p", "half"], "expected numbers"),
@@ -40,6 +39,11 @@ def test_bad_names_are_refused_with_the_choices(argv, expected, capsys, tmp_path
         (["run", "--model", "wide-mlp", "--regularizers", "droppath"], "Use --model resmlp"),
         (["run", "compare", "--samples", "1,2"], "--samples do not apply to experiment"),
         (["run", "--epochs", "0"], "--epochs"),
+        (["run", "--dataset", "mnist"], "Unknown dataset 'mnist'. Choose one of: mnist1d, digits"),
+        (["run", "--workers", "0"], "Invalid value for --workers"),
+        (["run", "--patience", "-1"], "Invalid value for --patience"),
+        (["run", "--val-fraction", "1"], "Invalid value for --val-fraction"),
+        (["run", "--ray-address", "auto"], "--ray-address applies to --backend ray only"),
         (["run", "compare", "--resume", "x"], "not both"),
     ],
 )

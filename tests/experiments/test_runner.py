@@ -50,8 +50,15 @@ def check_schema(doc: dict) -> None:
         n = len(history["epoch"])
         assert n >= 1 and all(len(history[k]) == n for k in HISTORY_FIELDS)
         assert history["epoch"] == list(range(1, n + 1))
-        assert all(0.0 <= a <= 1.0 for a in history["train_acc"] + history["test_acc"])
-        assert history["test_acc"][-1] == run["test_acc"]
+        assert all(0.0 <= a <= 1.0 for a in history["train_acc"] + history["val_acc"])
+        # the protocol: test metrics at the best validation epoch, which the
+        # validation curve names; the last epoch's numbers under last_*
+        assert 1 <= run["best_epoch"] <= run["stopped_epoch"] == n <= run["epochs"]
+        assert run["val_acc"] == history["val_acc"][run["best_epoch"] - 1]
+        assert run["val_acc"] == max(history["val_acc"])
+        assert history["val_acc"].index(run["val_acc"]) == run["best_epoch"] - 1
+        assert run["last_val_acc"] == history["val_acc"][-1]
+        assert 0.0 <= run["last_test_acc"] <= 1.0 and "test_acc" not in history
         assert run["gap"] == pytest.approx(run["train_acc"] - run["test_acc"])
 
 
@@ -152,17 +159,18 @@ def test_results_are_written_after_every_run(tiny, tmp_path):
 
 
 def test_the_default_run_is_the_documented_one():
-    """`dropkit run` plans 18 runs (about a minute on 2 cores): guard the time budget."""
+    """`dropkit run` plans 12 runs (about two minutes on 2 cores): guard the time budget."""
     from dropkit.experiments.runner import resolve_config
 
     config = resolve_config("compare", {})
     specs = registry.get("compare")().runs(config)
     assert config["dataset"] == "mnist1d" and config["seeds"] == [0, 1, 2]
-    assert config["models"] == ["wide-mlp", "tutorial-mlp"]
-    assert config["regularizers"] == ["none", "dropout", "l2"]
-    assert len(specs) == 18 and {s.epochs for s in specs} == {40}
+    assert config["models"] == ["tutorial-mlp", "wide-mlp"]
+    assert config["regularizers"] == ["none", "dropout"]
+    assert len(specs) == 12 and {s.epochs for s in specs} == {500}
+    assert {s.patience for s in specs} == {25} and {s.val_fraction for s in specs} == {0.2}
     assert {(s.model, s.p) for s in specs if s.regularizer == "dropout"} == {
-        ("wide-mlp", 0.2),
+        ("wide-mlp", 0.5),
         ("tutorial-mlp", 0.5),
     }
 

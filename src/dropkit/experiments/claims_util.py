@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from dropkit.experiments.runner import _as_list, model_settings
+from dropkit.experiments.plan import as_list, model_settings
 from dropkit.experiments.train import RunSpec
 
 
@@ -17,7 +17,7 @@ def choices(value: Any, allowed: Sequence[str], what: str) -> list[str]:
     Raises ``ValueError`` naming the bad value and listing the choices (the
     runner turns it into a command-line error).
     """
-    items = [str(v) for v in _as_list(value)]
+    items = [str(v) for v in as_list(value)]
     if not items:
         raise ValueError(f"Give at least one {what}. Choose from: {', '.join(allowed)}.")
     for item in items:
@@ -56,7 +56,7 @@ def variant_runs(config: dict[str, Any], models: Sequence[str],
 def floats(value: Any, what: str, lo: float = 0.0, hi: float = 1.0) -> list[float]:
     """A list of floats in ``[lo, hi)`` from a list or a comma-separated string."""
     out = []
-    for v in _as_list(value):
+    for v in as_list(value):
         try:
             f = float(v)
         except (TypeError, ValueError):

@@ -65,6 +65,44 @@ class Dataset:
         )
 
 
+    def split_validation(self, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+        """(training part, validation part): a stratified ``fraction`` of the training
+        split, drawn by ``seed``, held out for early stopping and model selection.
+
+        The test split is untouched (it rides along in both parts). Each class gives
+        ``round(fraction * its count)`` examples (at least one when it has two or more),
+        so the validation part's size is stated by the fraction alone.
+        """
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"Expected a validation fraction in (0, 1). Received: {fraction}")
+        # A generator of its own: the draw depends on the seed only, never on what
+        # else ran before in this process (a run is a pure function of its spec).
+        rng = np.random.default_rng([int(seed), 0x7A1])
+        y = self.y_train.numpy()
+        held = []
+        for c in range(self.n_classes):
+            idx = np.flatnonzero(y == c)
+            n = min(len(idx) - 1, max(1, round(fraction * len(idx)))) if len(idx) > 1 else 0
+            held.append(rng.choice(idx, size=n, replace=False))
+        mask = np.zeros(len(y), dtype=bool)
+        mask[np.concatenate(held)] = True
+        val = torch.from_numpy(np.flatnonzero(mask))
+        # keep the training part in a seeded random order too (the per-epoch train
+        # curve is measured on its first examples, which must be a random sample)
+        train = torch.from_numpy(np.flatnonzero(~mask))
+        train = train[torch.from_numpy(rng.permutation(len(train)))]
+        part = lambda index: Dataset(  # noqa: E731
+            self.name,
+            self.x_train[index],
+            self.y_train[index],
+            self.x_test,
+            self.y_test,
+            self.n_classes,
+            self.description,
+        )
+        return part(train), part(val)
+
+
 def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature standardisation with the training mean and std (constant features -> 0)."""
     mean = x_train.mean(axis=0, keepdims=True)
@@ -207,6 +245,9 @@ _LOADERS: dict[str, Callable[[], Dataset]] = {
     "mnist1d": load_mnist1d,
     "digits": load_digits,
 }
+#: the data sets that ship with dropkit (others are registered at run time and are
+#: handed to worker processes by reference)
+BUILTIN = frozenset(_LOADERS)
 
 
 def register_dataset(name: str, loader: Callable[[], Dataset]) -> None:

@@ -12,7 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments.compare import grid_runs, pct
+from dropkit.experiments.compare import pct
+from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, comma_list, register
 from dropkit.experiments.summary import difference, group, significance, summary_table
 from dropkit.experiments.train import RunSpec
@@ -56,7 +57,7 @@ class DataSize(Experiment):
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         specs = []
         fractions = [float(f) for f in config["fractions"]]
-        for spec in grid_runs(config):
+        for spec in grid(config):
             for f in fractions:
                 epochs = spec.epochs if config["fixed_epochs"] else math.ceil(spec.epochs / f)
                 specs.append(RunSpec(**{**spec.to_dict(), "train_fraction": f, "epochs": epochs}))

@@ -1,6 +1,6 @@
 """``dropkit run droppath``: can too much DropPath keep a network from converging?
 
-The tutorials' claim: "with too high a drop rate, DropPath can keep a network
+A common claim: "with too high a drop rate, DropPath can keep a network
 from converging". A deep residual MLP (``resmlp`` with ``--depth`` blocks,
 default 12) is trained with DropPath at maximum rates 0..0.9 under two
 schedules:
@@ -27,12 +27,13 @@ from typing import Any
 from torch import nn
 
 from dropkit.experiments import regularizers
-from dropkit.experiments.claims_util import choices, floats, pct
+from dropkit.experiments.claims_util import choices, floats
 from dropkit.experiments.models import ResMLP
+from dropkit.experiments.plan import model_settings
 from dropkit.experiments.registry import Experiment, register
-from dropkit.experiments.runner import model_settings
 from dropkit.experiments.summary import group, mean_std
 from dropkit.experiments.train import RunSpec, evaluate, train_run
+from dropkit.experiments.wording import capitalise, listing, percent, plural, points
 
 SCHEDULES = ("linear", "uniform")
 CONVERGED_LOSS_RATIO = 0.5
@@ -163,7 +164,7 @@ class DropPathDepth(Experiment):
         return rows
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import plot_curves, pyplot
+        from dropkit.experiments.plots import plot_curves, pyplot, save
 
         out_dir = Path(out_dir)
         images = [
@@ -249,11 +250,7 @@ class DropPathDepth(Experiment):
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out_dir / self.plot_name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        images.append(path)
+        images.append(save(fig, out_dir / self.plot_name))
         return images
 
     def reading(self, records, config):
@@ -266,15 +263,26 @@ def droppath_reading(records: list[dict[str, Any]]) -> list[str]:
     depth = records[0]["depth"]
     base = [r for r in records if r["schedule"] == "none"]
     text = [
-        f"resmlp with {depth} residual blocks, {records[0]['epochs']} epochs; a run counts as "
-        f"converged when its final training loss is at most {CONVERGED_LOSS_RATIO:g}x its "
-        "starting value."
+        f"The resmlp has {plural(depth, 'residual block')} and trains for "
+        f"{plural(records[0]['epochs'], 'epoch')}; a run counts as converged when its final "
+        f"training loss is at most {CONVERGED_LOSS_RATIO:g}x its starting value."
     ]
+    base_failed = bool(base) and not all(r["converged"] for r in base)
     if base:
         text.append(
-            f"Without DropPath: test {pct(mean_std(r['test_acc'] for r in base)[0])}, "
-            f"train {pct(mean_std(r['train_acc'] for r in base)[0])}, loss ratio "
-            f"{mean_std(r['loss_ratio'] for r in base)[0]:.2f}."
+            f"Without DropPath: test {percent(mean_std(r['test_acc'] for r in base)[0])}, "
+            f"train {percent(mean_std(r['train_acc'] for r in base)[0])}, loss ratio "
+            f"{mean_std(r['loss_ratio'] for r in base)[0]:.2f}"
+            + (
+                (
+                    ", and it did not converge by the criterion either."
+                    if len(base) == 1
+                    else f", and {sum(not r['converged'] for r in base)} of its "
+                    f"{len(base)} runs did not converge by the criterion either."
+                )
+                if base_failed
+                else "."
+            )
         )
     best_overall = None
     for schedule in SCHEDULES:
@@ -287,16 +295,28 @@ def droppath_reading(records: list[dict[str, Any]]) -> list[str]:
         best = max(accs, key=accs.__getitem__)
         if best_overall is None or accs[best] > best_overall[2]:
             best_overall = (schedule, best, accs[best])
-        worst = max(accs)
+        lowest, highest = min(accs), max(accs)
         part = (
-            f"{schedule} schedule: test accuracy {pct(accs[min(accs)])} at max rate "
-            f"{min(accs):g} and {pct(accs[worst])} at {worst:g}; best {pct(accs[best])} at "
-            f"{best:g}."
+            f"{capitalise(schedule)} schedule: test accuracy {percent(accs[lowest])} at max "
+            f"rate {lowest:g}"
+            + (
+                f" and {percent(accs[highest])} at {highest:g}; best {percent(accs[best])} "
+                f"at {best:g}."
+                if highest != lowest
+                else "."
+            )
         )
-        if failed:
+        rates = listing([f"{p:g}" for p in failed])
+        if failed and base_failed:
+            part += (
+                f" Runs at max rate {rates} did not converge by the criterion, but neither "
+                "did the network without DropPath: the criterion is out of reach in this "
+                "budget, so this is not DropPath's doing."
+            )
+        elif failed:
             part += (
                 f" Training did not converge (by the criterion, in at least one seed) at "
-                f"max rate {', '.join(f'{p:g}' for p in failed)}."
+                f"max rate {rates}, where the network without DropPath did."
             )
         else:
             part += " Every run converged by the criterion."
@@ -305,6 +325,6 @@ def droppath_reading(records: list[dict[str, Any]]) -> list[str]:
         b = mean_std(r["test_acc"] for r in base)[0]
         text.append(
             f"The best setting ({best_overall[0]}, max rate {best_overall[1]:g}) is "
-            f"{100 * (best_overall[2] - b):+.1f} points against no DropPath."
+            f"{points(best_overall[2] - b, signed=True)} against no DropPath."
         )
     return [" ".join(text)]

@@ -20,7 +20,7 @@ from typing import Any
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
 
-#: the per-run fields that the issue's schema requires, in order
+#: the per-run fields every record carries, in order (test metrics at ``best_epoch``)
 SCHEMA_FIELDS = (
     "dataset",
     "model",
@@ -31,10 +31,13 @@ SCHEMA_FIELDS = (
     "test_acc",
     "train_loss",
     "test_loss",
+    "val_acc",
+    "best_epoch",
+    "stopped_epoch",
     "seconds",
     "history",
 )
-HISTORY_FIELDS = ("epoch", "train_acc", "test_acc", "train_loss", "test_loss")
+HISTORY_FIELDS = ("epoch", "train_acc", "val_acc", "train_loss", "val_loss")
 
 
 _TMP_SUFFIX = ".tmp"

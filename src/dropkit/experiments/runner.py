@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments import models, registry, regularizers, results
+from dropkit.experiments import backends, models, registry, regularizers, results
+from dropkit.experiments.plan import as_list, model_settings
 
 #: defaults of the options every experiment shares. ``None`` means "per model"
 #: (see ``models.MODELS[...].defaults``) or "the experiment's default".
@@ -32,11 +33,16 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-3,
     "l1": 1e-5,
     "max_norm": 2.0,
+    "patience": 25,
+    "val_fraction": 0.2,
     "device": "auto",
     "threads": None,
+    "workers": None,
+    "backend": "local",
+    "ray_address": None,
 }
 #: options that describe *how* to run, not *what*: ``--resume`` may change them
-RUNTIME_OPTIONS = ("device", "threads")
+RUNTIME_OPTIONS = ("device", "threads", "workers", "backend", "ray_address")
 
 
 class ConfigError(ValueError):
@@ -49,19 +55,6 @@ def experiment_option_defaults(exp: type[registry.Experiment]) -> dict[str, Any]
     group = parser.add_argument_group()
     exp.add_arguments(group)
     return {a.dest: a.default for a in group._group_actions}
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v]
-    if isinstance(value, list | tuple):
-        out: list = []
-        for v in value:
-            out.extend(_as_list(v) if isinstance(v, str | list | tuple) else [v])
-        return out
-    return [value]
 
 
 def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -89,11 +82,11 @@ def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
             value = exp.defaults.get(key, default)
         config[key] = value
 
-    config["models"] = _as_list(config["models"])
-    config["regularizers"] = _as_list(config["regularizers"])
-    config["seeds"] = [int(s) for s in _as_list(config["seeds"])]
+    config["models"] = as_list(config["models"])
+    config["regularizers"] = as_list(config["regularizers"])
+    config["seeds"] = [int(s) for s in as_list(config["seeds"])]
     if config["p"] is not None:
-        config["p"] = [float(p) for p in _as_list(config["p"])]
+        config["p"] = [float(p) for p in as_list(config["p"])]
     try:
         exp.check_dataset(config["dataset"])
         exp.check_models(config["models"])
@@ -127,11 +120,24 @@ def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
                 f"Invalid value for --{key.replace('_', '-')}: expected {expected}. "
                 f"Received: {value}"
             )
-    if config["threads"] is not None and int(config["threads"]) < 1:
+    for key in ("threads", "workers", "patience"):
+        if config[key] is not None and int(config[key]) < 1:
+            raise ConfigError(
+                f"Invalid value for --{key}: expected a positive integer. "
+                f"Received: {config[key]}"
+            )
+    vf = config["val_fraction"]
+    if not (isinstance(vf, int | float) and 0.0 < vf < 1.0):
         raise ConfigError(
-            f"Invalid value for --threads: expected a positive integer. "
-            f"Received: {config['threads']}"
+            f"Invalid value for --val-fraction: expected 0 < fraction < 1. Received: {vf}"
         )
+    if config["backend"] not in backends.BACKENDS:
+        raise ConfigError(
+            f"Invalid value for --backend: expected one of {', '.join(backends.BACKENDS)}. "
+            f"Received: {config['backend']!r}"
+        )
+    if config["ray_address"] is not None and config["backend"] != "ray":
+        raise ConfigError("--ray-address applies to --backend ray only.")
     if config["device"] not in ("auto", "cpu") and not str(config["device"]).startswith("cuda"):
         raise ConfigError(
             f"Invalid value for --device: expected auto, cpu or cuda[:N]. "
@@ -149,19 +155,6 @@ def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
         m: model_settings(config, m) for m in config["models"] if m in models.names()
     }
     return config
-
-
-def model_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
-    """The per-model training settings, after command-line overrides."""
-    spec = models.get(model)
-    out = {
-        "epochs": int(config["epochs"] or spec.defaults["epochs"]),
-        "batch_size": int(config["batch_size"] or spec.defaults["batch_size"]),
-        "lr": float(config["lr"] or spec.defaults["lr"]),
-        "p": list(config["p"]) if config["p"] is not None else [spec.defaults["p"]],
-        "why": spec.why,
-    }
-    return out
 
 
 def resolve_device(name: str) -> str:
@@ -202,30 +195,6 @@ def default_out_dir(experiment: str) -> Path:
             out = base.with_name(f"{base.name}-{i}")
 
 
-def _finite_record(record: dict[str, Any]) -> dict[str, Any]:
-    """``record`` with every non-finite number replaced by None and ``diverged`` set.
-
-    A run whose loss overflowed (``--lr 1e30``) is a result, not a crash: it is
-    kept, marked, and results.json stays valid JSON.
-    """
-    diverged = False
-
-    def clean(value: Any) -> Any:
-        nonlocal diverged
-        if isinstance(value, float) and not math.isfinite(value):
-            diverged = True
-            return None
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return value
-
-    cleaned = clean(record)
-    cleaned["diverged"] = diverged
-    return cleaned
-
-
 def _check_out_dir(out_dir: Path) -> None:
     """Refuse, before any work, an ``--out`` that is a file, lies under one or is read-only."""
     existing = out_dir
@@ -256,9 +225,7 @@ def run_experiment(
     ``stop_after`` stops after that many *new* runs, as an interruption would
     (used by the tests of ``--resume``).
     """
-    import torch
-
-    from dropkit.experiments.train import RunContext, RunSpec
+    from dropkit.experiments.train import RunSpec
 
     if resume is not None:
         out_dir = Path(resume)
@@ -304,39 +271,61 @@ def run_experiment(
 
     device = resolve_device(str(config["device"]))
     threads = int(config["threads"] or default_threads())
-    torch.set_num_threads(threads)
+    workers = int(config["workers"] or backends.default_workers())
+    backend = str(config.get("backend") or "local")
     env = results.environment(device, threads)
-    ctx = RunContext(config=config, device=torch.device(device))
+    env.update(workers=workers, backend=backend)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     records = [done[k] for k in keys if k in done]
+    order = {k: i for i, k in enumerate(keys)}
 
     def save(status: str) -> None:
-        ordered = sorted(records, key=lambda r: keys.index(r["key"]))
+        ordered = sorted(records, key=lambda r: order[r["key"]])
         doc = results.results_document(experiment, config, env, ordered, status, len(specs))
         results.write_json(out_dir, doc)
         results.write_csv(out_dir, ordered)
 
     save("complete" if len(records) == len(specs) else "running")
 
-    from dropkit.experiments.progress import Progress
+    from dropkit.experiments.progress import Progress, run_summary
 
     todo = [s for s in specs if s.key not in done]
-    new = 0
+    if stop_after is not None:
+        todo = todo[:stop_after]
     if not quiet:
-        print(f"dropkit run {experiment}: {len(todo)} of {len(specs)} runs to do -> {out_dir}")
+        where = f"{workers} worker{'s' if workers != 1 else ''}" + (
+            f" on Ray ({config.get('ray_address') or 'local'})" if backend == "ray" else ""
+        )
+        print(
+            f"dropkit run {experiment}: {len(todo)} of {len(specs)} runs to do "
+            f"({where}) -> {out_dir}"
+        )
     try:
         with Progress(len(specs), len(records), quiet=quiet, console=console) as bar:
-            for spec in todo:
-                if stop_after is not None and new >= stop_after:
-                    save("interrupted")
-                    return out_dir
-                bar.start_run(spec.key, spec.epochs)
-                ctx.progress = bar.epoch
-                records.append(_finite_record(exp.run_one(spec, ctx.dataset(spec.dataset), ctx)))
-                new += 1
+
+            def on_done(spec: Any, record: dict[str, Any]) -> None:
+                records.append(record)
                 save("complete" if len(records) == len(specs) else "running")
-                bar.end_run()
+                bar.run_done(spec.key, run_summary(record))
+
+            if backend == "ray":
+                backends.run_ray(
+                    experiment, config, todo, threads=threads, workers=workers,
+                    address=config.get("ray_address"), on_done=on_done,
+                )
+            elif workers > 1 and len(todo) > 1:
+                backends.run_processes(
+                    experiment, config, todo, threads=threads, workers=workers,
+                    on_done=on_done,
+                )
+            else:
+                for spec in todo:
+                    bar.start_run(spec.key, spec.epochs)
+                    record = backends.execute(experiment, config, spec, threads, bar.epoch)
+                    records.append(record)
+                    save("complete" if len(records) == len(specs) else "running")
+                    bar.run_done(spec.key, run_summary(record))
     except KeyboardInterrupt:
         save("interrupted")
         print(
@@ -345,6 +334,9 @@ def run_experiment(
             file=sys.stderr,
         )
         raise
+    if len(records) < len(specs):  # stop_after: an interruption, as the tests make it
+        save("interrupted")
+        return out_dir
 
     finish(exp, experiment, config, records, out_dir, keys, quiet=quiet, console=console)
     return out_dir

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments.compare import grid_runs, pct
+from dropkit.experiments.compare import pct
+from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec
@@ -25,7 +26,7 @@ class SweepP(Experiment):
     plot_name = "sweep_p.png"
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        return grid_runs(config)
+        return grid(config)
 
     def plots(self, records, config, out_dir):
         from dropkit.experiments.plots import errorbar_lines, pyplot, save
