@@ -30,8 +30,22 @@ def test_demo_rejects_bad_p_in_one_line(capsys):
     assert "Traceback" not in err
 
 
-def test_console_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "dropkit", "--help"], capture_output=True,
-                         text=True, check=True).stdout
-    for command in ("run", "demo", "bench"):
-        assert command in out
+def test_console_entry_point_runs_the_demo():
+    # the installed entry point, as a user types it: a real run, not just --help
+    done = subprocess.run(
+        [sys.executable, "-m", "dropkit", "demo", "--p", "0.2", "--seed", "1"],
+        capture_output=True, text=True, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "p=0.2" in out and out.count("-> consistent") == 2
+    assert "1/(1-p) = 1.25" in out and "x*(1-p) = 0.80" in out
+    # the dropped count printed for one draw of 25 is a count, and the kept
+    # entries of the inverted draw are 1/(1-p)
+    counts = [int(c) for c in re.findall(r"one draw, (\d+) of 25 dropped", out)]
+    assert len(counts) == 2 and all(0 <= c <= 25 for c in counts)
+    assert "1.25" in out.split("== classic")[0].split("train mode")[1]
+    unknown = subprocess.run(
+        [sys.executable, "-m", "dropkit", "dmeo"], capture_output=True, text=True, check=False
+    )
+    assert unknown.returncode == 2 and "invalid choice" in unknown.stderr

@@ -230,3 +230,44 @@ def test_predict_on_a_recurrent_model():
     assert all(m.training for m in model.modules())  # train mode given back
     with pytest.raises(ValueError, match="EmbeddingDropout, WeightDrop"):
         dk.mc.predict(model, tokens, samples=6, batch_size=30)
+
+
+# ---------------------------------------------------- the one dropout rule
+def test_is_dropout_layer_covers_every_dropkit_layer_and_torch_dropout():
+    import dropkit.layers
+
+    exported = [
+        getattr(dropkit.layers, n)
+        for n in dropkit.layers.__all__
+        if isinstance(getattr(dropkit.layers, n), type)
+        and issubclass(getattr(dropkit.layers, n), nn.Module)
+    ]
+    assert len(exported) >= 15
+    for cls in exported:
+        assert cls in dk.mc.DROPOUT_TYPES or issubclass(cls, dk.mc.DROPOUT_TYPES), cls
+    for module in (nn.Dropout(0.1), nn.Dropout2d(0.1), nn.AlphaDropout(0.1), dk.Dropout(0.1),
+                   dk.DropPath(0.1), dk.GaussianDropout(0.1), dk.LockedDropout(0.1)):
+        assert dk.mc.is_dropout_layer(module), module
+    for module in (nn.Linear(2, 2), nn.BatchNorm1d(2), nn.ReLU(), nn.Sequential()):
+        assert not dk.mc.is_dropout_layer(module), module
+
+    class MyDropout(dk.Dropout):  # a user's subclass counts too
+        pass
+
+    assert dk.mc.is_dropout_layer(MyDropout(0.1))
+    assert dk.mc.is_dropout(nn.ReLU(), extra_types=(nn.ReLU,))
+
+
+def test_restore_modes_puts_every_flag_back_even_on_error():
+    net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2), dk.Dropout(0.5))
+    net.train()
+    net[1].eval()
+    before = [m.training for m in net.modules()]
+    with pytest.raises(RuntimeError), dk.mc.restore_modes(net):
+        net.eval()
+        net[2].train()
+        raise RuntimeError("boom")
+    assert [m.training for m in net.modules()] == before
+    with dk.mc.restore_modes(net):
+        net.eval()
+    assert [m.training for m in net.modules()] == before

@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dropkit.mc import restore_modes
+
 __all__ = ["VarianceShift", "variance_shift", "recalibrate"]
 
 Data = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, ...]]
@@ -203,15 +205,6 @@ def _collect(
     return moments
 
 
-def _modes(model: nn.Module) -> dict[nn.Module, bool]:
-    return {m: m.training for m in model.modules()}
-
-
-def _restore_modes(modes: dict[nn.Module, bool]) -> None:
-    for m, training in modes.items():
-        m.training = training
-
-
 def _bn_buffers(layers: dict[str, _BatchNorm]) -> dict[str, dict[str, Tensor]]:
     return {
         name: {k: b.detach().clone() for k, b in layer.named_buffers(recurse=False)}
@@ -275,23 +268,22 @@ def variance_shift(
     """
     layers = _batch_norms(model)
     data = _reusable(data)  # two passes over it
-    modes = _modes(model)
     saved = _bn_buffers(layers)
     running = {
         name: (float(layer.running_var.mean()) if layer.running_var is not None else None)
         for name, layer in layers.items()
     }
-    try:
-        model.train()
-        train = _collect(model, layers, data, batch_size)
-        # The training pass updated the running statistics; put them back before
-        # the eval pass, which must normalise with the statistics as found.
-        _restore_bn_buffers(layers, saved)
-        model.eval()
-        evaluation = _collect(model, layers, data, batch_size)
-    finally:
-        _restore_bn_buffers(layers, saved)
-        _restore_modes(modes)
+    with restore_modes(model):
+        try:
+            model.train()
+            train = _collect(model, layers, data, batch_size)
+            # The training pass updated the running statistics; put them back before
+            # the eval pass, which must normalise with the statistics as found.
+            _restore_bn_buffers(layers, saved)
+            model.eval()
+            evaluation = _collect(model, layers, data, batch_size)
+        finally:
+            _restore_bn_buffers(layers, saved)
     out: dict[str, VarianceShift] = {}
     for name in layers:
         train_var = float(train[name].var().mean())
@@ -343,8 +335,7 @@ def recalibrate(model: nn.Module, data: Data, *, batch_size: int | None = None) 
             "(track_running_stats=False everywhere); nothing to recalibrate."
         )
     data = _reusable(data)
-    modes = _modes(model)
-    try:
+    with restore_modes(model):
         model.eval()
         # Find the order in which the forward pass reaches the layers.
         order: list[str] = []
@@ -375,6 +366,4 @@ def recalibrate(model: nn.Module, data: Data, *, batch_size: int | None = None) 
                 layer.running_var.copy_(moments.var().to(layer.running_var.dtype))
                 if layer.num_batches_tracked is not None:
                     layer.num_batches_tracked.fill_(moments.batches)
-    finally:
-        _restore_modes(modes)
     return model

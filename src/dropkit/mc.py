@@ -27,11 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dropkit.layers.concrete import ConcreteDropout
-from dropkit.layers.dropblock import DropBlock2d, DropBlock3d
+import dropkit.layers
 from dropkit.layers.droppath import DropPath
-from dropkit.layers.noise import AlphaDropout, GaussianDropout
-from dropkit.layers.recurrent import EmbeddingDropout, LockedDropout, WeightDrop
+from dropkit.layers.recurrent import EmbeddingDropout, WeightDrop
 
 __all__ = [
     "DROPOUT_TYPES",
@@ -40,32 +38,65 @@ __all__ = [
     "enabled",
     "mc_dropout",
     "is_dropout",
+    "is_dropout_layer",
     "predict",
+    "restore_modes",
 ]
 
-#: The module types switched to training mode by :func:`enable`: every dropkit
-#: dropout-family layer and torch's ``nn.Dropout``, ``Dropout1d/2d/3d``,
-#: ``AlphaDropout`` and ``FeatureAlphaDropout`` (their common base class, which
-#: dropkit's versions of those subclass).
+#: The module types switched to training mode by :func:`enable`: torch's
+#: ``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout`` and
+#: ``FeatureAlphaDropout`` (their common base class, which dropkit's versions of
+#: those subclass) and every ``nn.Module`` that :mod:`dropkit.layers` exports.
+#: Derived from the package, so a new dropkit layer is covered without a list to
+#: keep up to date.
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.dropout._DropoutNd,
-    DropPath,
-    DropBlock2d,
-    DropBlock3d,
-    GaussianDropout,
-    AlphaDropout,
-    LockedDropout,
-    EmbeddingDropout,
-    WeightDrop,
-    ConcreteDropout,
+    *dict.fromkeys(  # unique (DropConnect is WeightDrop), in the package's order
+        cls
+        for cls in (getattr(dropkit.layers, name) for name in dropkit.layers.__all__)
+        if isinstance(cls, type) and issubclass(cls, nn.Module)
+    ),
 )
 
-_OUTPUTS = ("logits", "probs", "log_probs")
+
+def is_dropout_layer(module: nn.Module) -> bool:
+    """Whether ``module`` is a dropout-family layer: random in training mode,
+    deterministic in eval mode.
+
+    The one rule of the library (MC dropout, the experiments): an instance of
+    torch's dropout base class or of a layer :mod:`dropkit.layers` exports
+    (:data:`DROPOUT_TYPES`), subclasses included.
+    """
+    return isinstance(module, DROPOUT_TYPES)
 
 
 def is_dropout(module: nn.Module, extra_types: Sequence[type] = ()) -> bool:
-    """Whether :func:`enable` switches ``module`` to training mode."""
-    return isinstance(module, DROPOUT_TYPES + tuple(extra_types))
+    """Whether :func:`enable` switches ``module`` to training mode:
+    :func:`is_dropout_layer`, or an instance of one of ``extra_types``."""
+    return is_dropout_layer(module) or isinstance(module, tuple(extra_types))
+
+
+@contextlib.contextmanager
+def restore_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Context manager: every submodule's ``training`` flag, as found, is put back on exit
+    (also on an exception), whatever the block switched.
+
+    Examples::
+
+        >>> with dropkit.mc.restore_modes(model):
+        ...     model.eval()
+        ...     y = model(x)
+        >>> model.training   # as before the block
+    """
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+_OUTPUTS = ("logits", "probs", "log_probs")
 
 
 def enable(model: nn.Module, extra_types: Sequence[type] = ()) -> list[nn.Module]:
@@ -102,16 +133,12 @@ def enabled(model: nn.Module, extra_types: Sequence[type] = ()) -> Iterator[nn.M
         >>> with dropkit.mc.enabled(model):
         ...     probs = torch.stack([model(x).softmax(-1) for _ in range(30)])
     """
-    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
-    try:
+    with restore_modes(model):
         enable(model, extra_types)
         yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
-# The name used in several tutorials.
+# Another name in common use for the same context manager.
 mc_dropout = enabled
 
 
@@ -278,4 +305,3 @@ def predict(
         mutual_information=mutual_information.float(),
         samples=torch.cat(kept, dim=0) if return_samples else None,
     )
-

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 import dropkit as dk
-from dropkit.experiments.compare import compare_reading
 from dropkit.experiments.mc_averaging import MCAveraging, mc_predict
 from dropkit.experiments.sweep_p import sweep_reading
 
@@ -23,27 +22,6 @@ def _run(reg, seed, train, test, p=0.0, model="wide-mlp"):
         "gap": train - test,
         "test_loss": 1.0 - test,
     }
-
-
-def test_compare_reading_follows_the_numbers():
-    overfit = [_run("none", s, 1.0, 0.65 + 0.002 * s) for s in range(3)] + [
-        _run("dropout", s, 0.99, 0.69 + 0.002 * s, p=0.2) for s in range(3)
-    ]
-    text = compare_reading(overfit)[0]
-    assert "it overfits" in text and "raises test accuracy by 4.0 points" in text
-    assert "more than twice the standard error" in text and "Best here: dropout" in text
-
-    underfit = [_run("none", s, 0.70, 0.55 + 0.002 * s) for s in range(3)] + [
-        _run("dropout", s, 0.50, 0.47 + 0.002 * s, p=0.5) for s in range(3)
-    ]
-    text = compare_reading(underfit)[0]
-    assert "underfits" in text and "lowers test accuracy by 8.0 points" in text
-    assert "Best here: none" in text
-
-    noisy = [_run("dropout", s, 0.9, 0.60 + 0.05 * s, p=0.2) for s in range(3)] + [
-        _run("dropout-classic", s, 0.9, 0.61 + 0.05 * s, p=0.2) for s in range(3)
-    ]
-    assert "statistically the same" in compare_reading(noisy)[0]
 
 
 def test_sweep_reading_finds_the_peak():
@@ -97,10 +75,3 @@ def test_mc_reading_says_when_averaging_matches_scaling():
     assert "stays below the rule" in text and "the deterministic rule is the better" in text
 
 
-def test_one_seed_is_never_called_clear():
-    from dropkit.experiments.summary import difference, significance
-
-    d, se = difference([0.60], [0.70])
-    assert significance(d, se) == "untested"
-    text = compare_reading([_run("none", 0, 1.0, 0.60), _run("dropout", 0, 1.0, 0.70, p=0.2)])[0]
-    assert "one seed only" in text and "more than twice" not in text

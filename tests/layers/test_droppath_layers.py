@@ -33,6 +33,15 @@ def test_residual_block_with_linear_schedule():
         h = h + path(block(h))
     h.sum().backward()
     assert paths[0].p == 0.0 and paths[-1].p == pytest.approx(0.3)
+    # In training the last path drops whole samples: Binomial(n, 0.3) of n, within 5
+    # standard deviations, so a DropPath that drops nothing (or everything) fails.
+    n = 4096
+    out = paths[-1](torch.ones(n, 197, 8)).reshape(n, -1)
+    dropped = (out == 0).all(1)
+    assert (dropped | (out == 1 / 0.7).all(1)).all()
+    p = paths[-1].p
+    assert abs(dropped.sum().item() - n * p) <= 5 * math.sqrt(n * p * (1 - p))
+    assert paths[0](torch.ones(n, 3)).eq(1).all()  # rate 0: the first block keeps everything
     paths.eval()
     h_eval = x
     for block, path in zip(blocks, paths, strict=True):

@@ -52,8 +52,16 @@ def test_gaussian_train_eval_grad_and_seed():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_gaussian_dtypes(dtype):
-    y = dk.GaussianDropout(0.2)(torch.ones(100, dtype=dtype))
+    n, p = 4000, 0.2
+    torch.manual_seed(0)
+    y = dk.GaussianDropout(p)(torch.ones(n, dtype=dtype))
     assert y.dtype == dtype and torch.isfinite(y).all()
+    # the noise is there in every dtype (an identity would leave every entry at 1):
+    # its standard deviation sqrt(p / (1 - p)) = 0.5, within 5 standard errors
+    # (sqrt(1 / (2 n)) of it) plus half-precision rounding
+    std = math.sqrt(p / (1 - p))
+    assert abs(y.double().std().item() - std) <= 5 * std * math.sqrt(1 / (2 * n)) + 0.01
+    assert abs(y.double().mean().item() - 1.0) <= 5 * std / math.sqrt(n) + 0.01
 
 
 def test_gaussian_bad_arguments():

@@ -1,6 +1,6 @@
 r"""``dropkit run batchnorm``: do dropout and BatchNorm clash?
 
-The tutorials' claim: "dropout shifts the variance of a layer's output between
+A common claim: "dropout shifts the variance of a layer's output between
 training and inference, so the statistics BatchNorm collects are wrong" (Li et
 al., CVPR 2019). For a feature of mean :math:`c` and variance :math:`v` through
 inverted dropout with keep probability :math:`q`, the BatchNorm input has
@@ -27,7 +27,6 @@ dropout rate swept over 0..0.9 (no retraining), beside the formula.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from pathlib import Path
@@ -40,13 +39,13 @@ from dropkit.experiments import models_extra
 from dropkit.experiments.claims_util import (
     choices,
     nanmean,
-    pct,
     variant_label,
     variant_runs,
 )
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec, evaluate, train_run
+from dropkit.experiments.wording import UNCHANGED, change, percent, plural, points
 
 VARIANTS = ("none", "before-bn", "after-bn", "before-bn+recalibrate")
 SWEEP_P = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -86,17 +85,16 @@ def _dropout_input_moments(model: nn.Module, feeding: dict[str, nn.Module], batc
         drop.register_forward_pre_hook(lambda _m, a, _n=name: moments[_n].update(a[0]))
         for name, drop in feeding.items()
     ]
-    was = {m: m.training for m in model.modules()}
+    import dropkit as dk
+
     try:
-        model.eval()
-        with torch.no_grad():
+        with dk.mc.restore_modes(model), torch.no_grad():
+            model.eval()
             for x in batches:
                 model(x)
     finally:
         for h in handles:
             h.remove()
-        for m, t in was.items():
-            m.training = t
     return {name: (m.mean, m.var()) for name, m in moments.items()}
 
 
@@ -159,11 +157,6 @@ class BatchNormClash(Experiment):
     }
     plot_name = "variance_shift.png"
 
-    def __init__(self) -> None:
-        super().__init__()
-        # the before-bn network of each (model, p, seed), kept for its +recalibrate run
-        self._trained: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
-
     @classmethod
     def add_arguments(cls, group) -> None:
         group.add_argument(
@@ -175,7 +168,6 @@ class BatchNormClash(Experiment):
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         variants = choices(config["bn_variants"], VARIANTS, "batchnorm variant (--bn-variants)")
-        self._planned = tuple(variants)
         for m in config["models"]:
             if m not in models_extra.BN_MODELS:
                 raise ValueError(
@@ -187,30 +179,22 @@ class BatchNormClash(Experiment):
     def run_one(self, spec, data, ctx):
         variant = spec.extra["variant"]
         placement = "before-bn" if variant.startswith("before-bn") else variant
-        twin = "/".join(k for k in spec.key.split("/") if not k.startswith("variant="))
-        cached = self._trained.pop(twin, None) if variant == "before-bn+recalibrate" else None
-        if cached is not None:
-            model, base = cached
-            record = {**copy.deepcopy(base), "key": spec.key, **spec.extra}
-        else:
-            result = train_run(
-                spec,
-                data,
-                ctx,
-                model=lambda: models_extra.build(
-                    spec.model, data.n_features, data.n_classes, spec.p, placement
-                ),
-            )
-            model, record = result.model, result.record
-            if variant == "before-bn" and "before-bn+recalibrate" in self._planned:
-                self._trained[twin] = (copy.deepcopy(model), copy.deepcopy(record))
+        # Every run trains its own network, the +recalibrate variant too (the same
+        # network as its before-bn twin, trained again): a run is a pure function of
+        # its spec, whichever process runs it and whatever ran before.
+        result = train_run(
+            spec,
+            data,
+            ctx,
+            model=lambda: models_extra.build(
+                spec.model, data.n_features, data.n_classes, spec.p, placement
+            ),
+        )
+        model, record, data = result.model, result.record, result.data
         device = ctx.device
         x_train = data.x_train.to(device)
         # What follows training draws dropout masks (recalibration and the variance
-        # measurement run dropout in training mode). Seed it from the run's own seed,
-        # so the run is a pure function of its spec whether its network was just
-        # trained or taken from its before-bn twin (an uninterrupted run) or
-        # retrained (a resumed one).
+        # measurement run dropout in training mode): seeded from the run's own seed.
         torch.manual_seed(spec.seed + 7919)
         if variant == "before-bn+recalibrate":
             t0 = time.perf_counter()
@@ -238,7 +222,6 @@ class BatchNormClash(Experiment):
             record[f"bn{i}"] = name
         return record
 
-    _planned: tuple[str, ...] = VARIANTS
 
     # ------------------------------------------------------------- results
     def table(self, records, config):
@@ -264,7 +247,7 @@ class BatchNormClash(Experiment):
         return rows
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import plot_curves, pyplot
+        from dropkit.experiments.plots import bars, plot_curves, pyplot, save
 
         out_dir = Path(out_dir)
 
@@ -334,34 +317,26 @@ class BatchNormClash(Experiment):
             ax.set_ylim(0, 1.15)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
-        fig.tight_layout()
-        path = out_dir / self.plot_name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        images.append(path)
+        images.append(save(fig, out_dir / self.plot_name))
 
         fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
         for ax, (model,) in zip(axes.flat, models, strict=True):
             runs = [r for r in records if r["model"] == model]
-            bars = group(runs, ("variant", "p"))
-            names = [v if v == "none" else f"{v}\np={p:g}" for v, p in bars]
-            means = [mean_std(r["test_acc"] for r in rs) for rs in bars.values()]
-            xs = range(len(names))
-            colors = [plt.get_cmap("tab10")(VARIANTS.index(v)) for v, _ in bars]
-            ax.bar(xs, [m for m, _ in means], yerr=[s for _, s in means], color=colors, capsize=3)
-            for x, (m, _) in zip(xs, means, strict=True):
-                ax.text(x, m + 0.01, f"{m:.3f}", ha="center", fontsize=7)
-            lo = min(m for m, _ in means)
-            ax.set_ylim(max(0.0, lo - 0.15), min(1.0, max(m for m, _ in means) + 0.08))
-            ax.set_xticks(list(xs), names, fontsize=7, rotation=30, ha="right")
+            by_variant = group(runs, ("variant", "p"))
+            names = [v if v == "none" else f"{v}\np={p:g}" for v, p in by_variant]
+            means = [mean_std(r["test_acc"] for r in rs) for rs in by_variant.values()]
+            bars(
+                ax,
+                names,
+                {"test": [m for m, _ in means]},
+                {"test": [s for _, s in means]},
+                colors=[plt.get_cmap("tab10")(VARIANTS.index(v)) for v, _ in by_variant],
+                top=1.05,
+            )
+            ax.set_xticks(ax.get_xticks(), names, fontsize=7, rotation=30, ha="right")
             ax.set_ylabel("test accuracy (eval mode, mean ± std)")
             ax.set_title(f"{model}: test accuracy per variant")
-            ax.grid(axis="y", alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / "batchnorm_accuracy.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        images.append(path)
+        images.append(save(fig, out_dir / "batchnorm_accuracy.png"))
         return images
 
     def reading(self, records, config):
@@ -371,24 +346,29 @@ class BatchNormClash(Experiment):
 def batchnorm_reading(records: list[dict[str, Any]]) -> list[str]:
     paragraphs = []
     for (model,), runs in group(records, ("model",)).items():
-        text = [f"{model}:"]
+        text = []
         base = [r for r in runs if r["variant"] == "none"]
         for p in sorted({r["p"] for r in runs if r["variant"] != "none"}):
             get = {v: [r for r in runs if r["variant"] == v and r["p"] == p] for v in VARIANTS}
             acc = {v: mean_std(r["test_acc"] for r in rs)[0] for v, rs in get.items() if rs}
-            bits = [f"at p = {p:g}, test accuracy"]
-            bits.append(", ".join(f"{v} {pct(a)}" for v, a in acc.items()))
+            sentence = f"For {model} at p = {p:g}, test accuracy is " + ", ".join(
+                f"{v} {percent(a)}" for v, a in acc.items()
+            )
             if base:
-                bits.append(f"(none: {pct(mean_std(r['test_acc'] for r in base)[0])})")
-            text.append(" ".join(bits) + ".")
+                sentence += f" (none: {percent(mean_std(r['test_acc'] for r in base)[0])})"
+            text.append(sentence + ".")
             if get["before-bn"] and get["after-bn"]:
                 d, se = difference(
                     [r["test_acc"] for r in get["after-bn"]],
                     [r["test_acc"] for r in get["before-bn"]],
                 )
+                position = (
+                    "level with"
+                    if abs(d) < UNCHANGED
+                    else f"{points(abs(d))} {'below' if d < 0 else 'above'}"
+                )
                 text.append(
-                    f"Dropout before BN is {abs(100 * d):.1f} points "
-                    f"{'below' if d < 0 else 'above'} dropout after BN "
+                    f"Dropout before BN is {position} dropout after BN "
                     f"({significance(d, se)} against the seed spread)."
                 )
             rb = get["before-bn"]
@@ -410,7 +390,9 @@ def batchnorm_reading(records: list[dict[str, Any]]) -> list[str]:
             if get["before-bn"] and get["after-bn"]:
                 tb = mean_std(r["train_acc"] for r in get["before-bn"])[0]
                 ta = mean_std(r["train_acc"] for r in get["after-bn"])[0]
-                text.append(f"Train accuracy (eval mode): before-bn {pct(tb)}, after-bn {pct(ta)}.")
+                text.append(
+                    f"Train accuracy (eval mode): before-bn {percent(tb)}, after-bn {percent(ta)}."
+                )
             rr = get["before-bn+recalibrate"]
             if rr:
                 before = [r["test_acc_before_recalibrate"] for r in rr]
@@ -423,15 +405,14 @@ def batchnorm_reading(records: list[dict[str, Any]]) -> list[str]:
                 text.append(
                     f"Recalibrating the BN statistics after training (dk.bn.recalibrate) brings "
                     f"eval/running variance to {', '.join(f'{m:.2f}' for m in mism)} and "
-                    f"{'raises' if d >= 0 else 'lowers'} test accuracy by "
-                    f"{abs(100 * d):.1f} points ({significance(d, se)})."
+                    f"{change(d, 'test accuracy')} ({significance(d, se)})."
                 )
                 if get["after-bn"] and "before-bn" in acc and "after-bn" in acc:
                     lost = acc["after-bn"] - acc["before-bn"]
                     if lost > 0.01:
                         share = d / lost
                         text.append(
-                            f"Of the {100 * lost:.1f} points dropout before BN loses against "
+                            f"Of the {points(lost)} dropout before BN loses against "
                             f"dropout after BN, recalibration recovers {100 * share:.0f}%: "
                             + (
                                 "most of the loss is the variance shift itself."
@@ -453,7 +434,9 @@ def batchnorm_reading(records: list[dict[str, Any]]) -> list[str]:
             text.append(
                 f"The measured ratio at {sweeps[0]['sweep']['layer']} follows the analytic "
                 f"formula to within {max(errs):.3f} (largest absolute difference over p = 0..0.9 "
-                f"and {len(sweeps)} trained networks)."
+                f"and {plural(len(sweeps), 'trained network')})."
             )
+        if not text:
+            text.append(f"For {model} only the network without dropout ran.")
         paragraphs.append(" ".join(text))
     return paragraphs

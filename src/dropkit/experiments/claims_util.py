@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from dropkit.experiments import plan
 from dropkit.experiments.plan import as_list, model_settings
 from dropkit.experiments.train import RunSpec
 
@@ -34,19 +35,15 @@ def variant_runs(config: dict[str, Any], models: Sequence[str],
     specs = []
     for seed in config["seeds"]:
         for model in models:
-            s = model_settings(config, model)
             for variant in variants:
-                for p in [0.0] if variant == "none" else s["p"]:
+                for p in [0.0] if variant == "none" else model_settings(config, model)["p"]:
                     specs.append(
-                        RunSpec(
-                            dataset=config["dataset"],
+                        plan.spec(
+                            config,
                             model=model,
                             regularizer="none" if variant == "none" else "dropout",
-                            p=float(p),
-                            seed=int(seed),
-                            epochs=s["epochs"],
-                            batch_size=s["batch_size"],
-                            lr=s["lr"],
+                            p=p,
+                            seed=seed,
                             extra={"variant": variant},
                         )
                     )

@@ -20,15 +20,6 @@ from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec
 
-
-def pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def points(x: float) -> str:
-    return f"{100 * x:+.1f} points"
-
-
 _VERDICT = {
     "clear": "more than twice the standard error over seeds",
     "small": "between one and two standard errors: suggestive, not clear",
@@ -93,7 +84,8 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
             loss_before = mean_std(r["test_loss"] for r in base)[0]
             text.append(f"Without regularization the network {base_fit.sentence()}.")
             text.append(
-                f"Its test accuracy at that epoch is {pct(te)} (test loss {loss_before:.3f})."
+                f"Its test accuracy at that epoch is {wording.percent(te)} "
+                f"(test loss {loss_before:.3f})."
             )
             for (reg, p), rs in by_reg.items():
                 if reg == baseline:
@@ -115,7 +107,8 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
         (best_reg, best_p), best_runs = ranked[0]
         best_acc, best_std = mean_std(r["test_acc"] for r in best_runs)
         best_line = (
-            f"Best here: {_label(best_reg, best_p)} at {pct(best_acc)} ± {100 * best_std:.1f}"
+            f"Best here: {_label(best_reg, best_p)} at {wording.percent(best_acc)} "
+            f"± {100 * best_std:.1f}"
         )
         if base and best_reg != baseline:
             d, se = difference([r["test_acc"] for r in base], [r["test_acc"] for r in best_runs])
@@ -130,7 +123,8 @@ def compare_reading(records: Sequence[dict[str, Any]], baseline: str = "none") -
             d, se = difference([r["test_acc"] for r in inv], [r["test_acc"] for r in cls])
             same = significance(d, se) != "clear"
             text.append(
-                f"Classic dropout (scale at test time) vs inverted: {points(d)}, "
+                "Classic dropout (scale at test time) vs inverted: "
+                f"{wording.points(d, signed=True)}, "
                 + (
                     "statistically the same, as the two formulations should be."
                     if same

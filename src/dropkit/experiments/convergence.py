@@ -1,6 +1,6 @@
 """``dropkit run convergence``: does dropout slow convergence, and why?
 
-The tutorials say "dropout slows convergence: drawing a Bernoulli variable for
+A common claim: "dropout slows convergence: drawing a Bernoulli variable for
 every neuron, and the extra multiply and rescale, add time". Two different
 costs hide in that sentence, and this experiment separates them:
 
@@ -38,17 +38,18 @@ import torch
 from torch import nn
 
 from dropkit.experiments import models, regularizers
-from dropkit.experiments.claims_util import choices, first_reaching, nanmean, pct
+from dropkit.experiments.claims_util import choices, first_reaching, nanmean
+from dropkit.experiments.plan import model_settings
 from dropkit.experiments.registry import Experiment, register
-from dropkit.experiments.runner import model_settings
 from dropkit.experiments.summary import group, mean_std
 from dropkit.experiments.train import RunSpec, train_run
+from dropkit.experiments.wording import capitalise, percent, plural, span
 
 IMPLS = ("torch", "dropkit")
 
 #: the network shapes of the time split: (hidden width, batch size, description)
 TIMING_SETTINGS: dict[str, tuple[int, int, str]] = {
-    "tutorial": (64, 32, "the tutorials' in-64-64-out MLP, batch 32"),
+    "tutorial": (64, 32, "the small in-64-64-out MLP (tutorial-mlp's shape), batch 32"),
     "wide": (512, 100, "the wide in-512-512-out MLP as trained here, batch 100"),
     "wide-large-batch": (512, 1000, "in-512-512-out, batch 1000 (wide layers, large batch)"),
     "wider": (2048, 100, "in-2048-2048-out, batch 100 (wider layers)"),
@@ -325,10 +326,10 @@ class Convergence(Experiment):
         with same_threads_for_numba():
             record = train_run(spec, data, ctx, model=build).record
         hist = record["history"]
-        i = first_reaching(hist, "test_acc", target)
+        i = first_reaching(hist, "val_acc", target)
         record["epochs_to_target"] = None if i is None else hist["epoch"][i]
         record["seconds_to_target"] = None if i is None else hist["seconds"][i]
-        record["seconds_per_epoch"] = record["train_seconds"] / max(spec.epochs, 1)
+        record["seconds_per_epoch"] = record["train_seconds"] / max(record["stopped_epoch"], 1)
         return record
 
     def _timing(self, spec: RunSpec, ctx) -> dict[str, Any]:
@@ -407,7 +408,7 @@ class Convergence(Experiment):
         return rows
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import plot_curves, pyplot
+        from dropkit.experiments.plots import plot_curves, pyplot, save, suptitle
 
         out_dir = Path(out_dir)
         train = [r for r in records if r.get("kind") == "train"]
@@ -430,7 +431,7 @@ class Convergence(Experiment):
             for i, ((label,), runs) in enumerate(group(train, lambda r: (_label(r),)).items()):
                 color = cmap(i % 10)
                 n = min(len(r["history"]["epoch"]) for r in runs)
-                acc = [sum(r["history"]["test_acc"][k] for r in runs) / len(runs) for k in range(n)]
+                acc = [sum(r["history"]["val_acc"][k] for r in runs) / len(runs) for k in range(n)]
                 secs = [sum(r["history"]["seconds"][k] for r in runs) / len(runs) for k in range(n)]
                 style = "--" if "torch" in label else "-"
                 ax_e.plot(runs[0]["history"]["epoch"][:n], acc, style, color=color, label=label)
@@ -447,14 +448,12 @@ class Convergence(Experiment):
                 ax.legend(fontsize=8, loc="lower right")
             ax_e.set_title(f"Test accuracy against epochs (target {target:g}: dotted)")
             ax_s.set_title("... and against wall-clock seconds (dots: mean time to target)")
-            fig.tight_layout()
-            path = out_dir / self.plot_name
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            images.append(path)
+            images.append(save(fig, out_dir / self.plot_name))
         if timing:
             n = len(timing)
-            fig, axes = plt.subplots(n, 1, figsize=(9, 1.6 + 1.5 * n), squeeze=False)
+            fig, axes = plt.subplots(
+                n, 1, figsize=(9, 1.6 + 1.5 * n), squeeze=False, layout="constrained"
+            )
             for ax, r in zip(axes.flat, timing, strict=True):
                 variants = ("none", *r["impl"].split(","))
                 rest, drop = [], []
@@ -482,16 +481,9 @@ class Convergence(Experiment):
                 ax.grid(axis="x", alpha=0.3)
             axes.flat[-1].set_xlabel("CPU ms per training step (fastest of the repetitions)")
             handles, labels = axes.flat[0].get_legend_handles_labels()
-            fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=2)
-            fig.suptitle(
-                f"Time per training step, measured side by side (p = {timing[0]['p']:g})",
-                fontsize=11,
-            )
-            fig.tight_layout(rect=(0, 0.05, 1, 1))
-            path = out_dir / "time_split.png"
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            images.append(path)
+            fig.legend(handles, labels, fontsize=8, loc="outside lower center", ncol=2)
+            suptitle(fig, f"Time per training step, measured side by side (p = {timing[0]['p']:g})")
+            images.append(save(fig, out_dir / "time_split.png"))
         return images
 
     def reading(self, records, config):
@@ -551,7 +543,7 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
     train = [r for r in records if r.get("kind") == "train"]
     for (model,), runs in group(train, ("model",)).items():
         base = [r for r in runs if r["regularizer"] == "none"]
-        text = [f"{model}: target test accuracy {pct(target)}."]
+        text = [f"For {model} the target test accuracy is {percent(target)}."]
         if base:
             e0 = nanmean([r["epochs_to_target"] for r in base])
             s0 = nanmean([r["seconds_to_target"] for r in base])
@@ -564,8 +556,8 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
                 )
             else:
                 text.append(
-                    f"Without dropout it reaches the target after {e0:.1f} epochs "
-                    f"({s0:.1f} s; {n0}/{len(base)} seeds)."
+                    f"Without dropout it reaches the target after {plural(e0, 'epoch', digits=1)} "
+                    f"({s0:.1f} s; {n0}/{plural(len(base), 'seed')})."
                 )
             for (impl, p), rs in group(
                 [r for r in runs if r["regularizer"] == "dropout"], ("impl", "p")
@@ -576,8 +568,8 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
                 if n == 0:
                     text.append(
                         f"With {impl} dropout p = {p:g} it never reaches the target in "
-                        f"{rs[0]['epochs']} epochs (final test accuracy "
-                        f"{pct(nanmean([r['test_acc'] for r in rs]))})."
+                        f"{plural(rs[0]['epochs'], 'epoch')} (final test accuracy "
+                        f"{percent(nanmean([r['test_acc'] for r in rs]))})."
                     )
                     continue
                 e = nanmean([r["epochs_to_target"] for r in rs])
@@ -585,9 +577,10 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
                 if n0:
                     epoch_ratio = e / e0
                     text.append(
-                        f"With {impl} dropout p = {p:g}: {e:.1f} epochs ({epoch_ratio:.2f}x) and "
-                        f"{s:.1f} wall s ({s / s0:.2f}x) to the target ({n}/{len(rs)} seeds; "
-                        f"an epoch took {step_ratio:.2f}x the unregularized one's wall time)."
+                        f"With {impl} dropout p = {p:g}: {plural(e, 'epoch', digits=1)} "
+                        f"({epoch_ratio:.2f}x) and {s:.1f} wall s ({s / s0:.2f}x) to the target "
+                        f"({n}/{plural(len(rs), 'seed')}; an epoch took {step_ratio:.2f}x the "
+                        "unregularized one's wall time)."
                     )
         side = _side_by_side_estimate(runs, records)
         if side:
@@ -605,19 +598,18 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
                 for impl in impls
             ]
             parts.append(
-                f"{r['description']}: no dropout {r['step_ms_none']:.3f} ms per step; "
-                + "; ".join(bits)
-                + "."
+                f"{capitalise(r['description'])}: no dropout {r['step_ms_none']:.3f} ms per "
+                "step; " + "; ".join(bits) + "."
             )
         text = (
             "CPU time per training step (fastest of side-by-side repetitions; dropout's part = "
-            "step with dropout minus step without): " + " ".join(parts)
+            "step with dropout minus step without). " + " ".join(parts)
         )
         for impl in timing[0]["impl"].split(","):
             shares = {r["description"]: r[f"dropout_share_{impl}"] for r in timing}
             big = max(shares, key=shares.__getitem__)
             small = min(shares, key=shares.__getitem__)
-            if big != small:
+            if big != small and f"{100 * shares[big]:.0f}" != f"{100 * shares[small]:.0f}":
                 text += (
                     f" With {impl}'s dropout the share of the step is largest for {big} "
                     f"({100 * shares[big]:.0f}%) and smallest for {small} "
@@ -625,31 +617,31 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
                 )
         if "torch" in timing[0]["impl"] and "dropkit" in timing[0]["impl"]:
             for r in timing:
+                ratio = max(r["step_ms_torch"], r["step_ms_dropkit"]) / min(
+                    r["step_ms_torch"], r["step_ms_dropkit"]
+                )
+                if f"{ratio:.2f}" == "1.00":
+                    text += (
+                        f" {capitalise(r['description'])}: the steps with torch's and with "
+                        "dropkit's dropout take the same time."
+                    )
+                    continue
                 faster = "dropkit" if r["step_ms_dropkit"] < r["step_ms_torch"] else "torch"
                 slower = "torch" if faster == "dropkit" else "dropkit"
                 text += (
-                    f" {r['description']}: the step with {faster}'s dropout is "
-                    f"{r[f'step_ms_{slower}'] / r[f'step_ms_{faster}']:.2f}x faster than "
-                    f"with {slower}'s."
+                    f" {capitalise(r['description'])}: the step with {faster}'s dropout is "
+                    f"{ratio:.2f}x faster than with {slower}'s."
                 )
-        wide = [r for r in timing if r["width"] >= 512]
+        wide = [r for r in timing if r["width"] >= 512 and "dropout_share_torch" in r]
         if wide:
-            lo = (
-                min(r["dropout_share_torch"] for r in wide if "dropout_share_torch" in r)
-                if "torch" in timing[0]["impl"]
-                else math.nan
+            lo = min(r["dropout_share_torch"] for r in wide)
+            hi = max(r["dropout_share_torch"] for r in wide)
+            text += (
+                " Networks people train have layers of hundreds to thousands of units, "
+                "the rows of width 512 and more: there torch's dropout costs "
+                f"{span(f'{100 * lo:.0f}%', f'{100 * hi:.0f}%')} of a step on this CPU, the "
+                "rest of the extra time to a target is the optimisation (the epochs ratio "
+                "above)."
             )
-            hi = (
-                max(r["dropout_share_torch"] for r in wide if "dropout_share_torch" in r)
-                if "torch" in timing[0]["impl"]
-                else math.nan
-            )
-            if not math.isnan(lo):
-                text += (
-                    " Networks people train have layers of hundreds to thousands of units, "
-                    f"the rows of width 512 and more: there torch's dropout costs {100 * lo:.0f}% "
-                    f"to {100 * hi:.0f}% of a step on this CPU, the rest of the extra time to a "
-                    "target is the optimisation (the epochs ratio above)."
-                )
         paragraphs.append(text)
     return paragraphs

@@ -12,11 +12,11 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments.compare import pct
 from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, comma_list, register
 from dropkit.experiments.summary import difference, group, significance, summary_table
 from dropkit.experiments.train import RunSpec
+from dropkit.experiments.wording import percent as pct
 
 _fractions = comma_list(
     float, "numbers", lambda v: None if 0 < v <= 1 else f"fractions must be in (0, 1], got {v}"

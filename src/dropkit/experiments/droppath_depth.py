@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from dropkit.experiments import regularizers
+from dropkit.experiments import plan, regularizers
 from dropkit.experiments.claims_util import choices, floats
 from dropkit.experiments.models import ResMLP
 from dropkit.experiments.plan import model_settings
@@ -106,15 +106,12 @@ class DropPathDepth(Experiment):
                     if rate == 0.0 and schedule != schedules[0]:
                         continue  # rate 0: both schedules are the same network
                     specs.append(
-                        RunSpec(
-                            dataset=config["dataset"],
+                        plan.spec(
+                            config,
                             model="resmlp",
                             regularizer="droppath",
-                            p=float(rate),
-                            seed=int(seed),
-                            epochs=s["epochs"],
-                            batch_size=s["batch_size"],
-                            lr=s["lr"],
+                            p=rate,
+                            seed=seed,
                             extra={"schedule": schedule if rate > 0 else "none", "depth": depth},
                         )
                     )

@@ -17,28 +17,23 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dropkit.experiments.compare import grid_runs, pct
+from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, comma_list, register
 from dropkit.experiments.summary import group, mean_std, paired_difference, significance
 from dropkit.experiments.train import RunSpec, train_run
+from dropkit.experiments.wording import percent, plural, points
 
 _ks = comma_list(
     int, "integers", lambda k: None if k >= 1 else f"sample counts must be >= 1, got {k}"
 )
 
 
-def is_dropout_layer(module: nn.Module) -> bool:
-    """dropkit's dropout-family layers and torch's own ``nn.Dropout*``."""
-    from torch.nn.modules.dropout import _DropoutNd
-
-    return isinstance(module, _DropoutNd) or type(module).__module__.startswith("dropkit.layers")
-
-
 @torch.no_grad()
 def mc_predict(
     model: nn.Module, x: torch.Tensor, ks: list[int], seed: int, batch_size: int = 100
 ) -> list[torch.Tensor]:
-    """Mean softmax over the first k stochastic passes, for each k in ``ks``.
+    """Mean softmax over the first k stochastic passes of :func:`dropkit.mc.predict`,
+    for each k in ``ks``.
 
     The passes are shared: the estimate at k = 50 is the first 50 of the 100
     passes, as in the dropout paper's figure. The model's modes are restored.
@@ -47,24 +42,22 @@ def mc_predict(
     Its parallel (OpenMP) driver leaves spinning threads behind that made every
     later run in the process 10-20x slower on this 2-core machine.
     """
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
-    for m in model.modules():
-        if is_dropout_layer(m):
-            m.train()
-    try:
-        torch.manual_seed(seed)
-        total = torch.zeros(len(x), model(x[:1]).shape[1], device=x.device)
-        out, wanted = [], set(ks)
-        for k in range(1, max(ks) + 1):
-            for i in range(0, len(x), batch_size):
-                total[i : i + batch_size] += F.softmax(model(x[i : i + batch_size]), dim=1)
-            if k in wanted:
-                out.append(total / k)
-        return out
-    finally:
-        for m, training in modes.items():
-            m.training = training
+    import dropkit as dk
+
+    torch.manual_seed(seed)
+    with dk.mc.enabled(model):
+        # One pass of a single row before the sampled ones, as this experiment has
+        # always drawn: it keeps the masks, and so the published numbers, of a seed.
+        model(x[:1])
+    prediction = dk.mc.predict(
+        model,
+        x,
+        samples=max(ks),
+        batch_size=batch_size if batch_size < len(x) else None,  # never enlarged copies
+        return_samples=True,
+    )
+    cumulative = prediction.samples.double().cumsum(0)
+    return [(cumulative[k - 1] / k).float() for k in ks]
 
 
 @register
@@ -94,7 +87,7 @@ class MCAveraging(Experiment):
         )
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        return grid_runs(config)
+        return grid(config)
 
     def run_one(self, spec, data, ctx):
         result = train_run(spec, data, ctx)
@@ -177,11 +170,14 @@ class MCAveraging(Experiment):
             scaling = [r["scaling_test_acc"] for r in runs]
             sm = mean_std(scaling)[0]
             text = [
-                f"{model} with {reg} (p = {p:g}): the weight-scaling rule gives "
-                f"{pct(sm)} test accuracy."
+                f"For {model} with {reg} (p = {p:g}), the weight-scaling rule gives "
+                f"{percent(sm)} test accuracy."
             ]
             first = [r["mc_test_acc"][0] for r in runs]
-            text.append(f"A single stochastic pass (k = {ks[0]}) gives {pct(mean_std(first)[0])}.")
+            text.append(
+                f"Averaging {plural(ks[0], 'stochastic pass', 'stochastic passes')} "
+                f"(k = {ks[0]}) gives {percent(mean_std(first)[0])}."
+            )
             # Both predictors come from the same trained network: compare them per
             # seed (paired), so that the spread between networks cancels.
             match = None
@@ -192,8 +188,8 @@ class MCAveraging(Experiment):
                     break
             if match is not None:
                 text.append(
-                    f"Averaging comes within noise of the rule (or above it) from k = {match} "
-                    "passes."
+                    "Averaging comes within noise of the rule (or above it) from "
+                    f"k = {match} {'pass' if match == 1 else 'passes'}."
                 )
             else:
                 text.append("Averaging stays below the rule at every k tried.")
@@ -201,8 +197,9 @@ class MCAveraging(Experiment):
             d, se = paired_difference(scaling, last)
             word = significance(d, se)
             text.append(
-                f"At k = {ks[-1]} it reaches {pct(mean_std(last)[0])}, {100 * d:+.1f} points "
-                f"against weight scaling on the same networks ({word}; paired over seeds)."
+                f"At k = {ks[-1]} it reaches {percent(mean_std(last)[0])}, "
+                f"{points(d, signed=True)} against weight scaling on the same networks "
+                f"({word}; paired over seeds)."
             )
             if word == "untested":
                 text.append("With one seed there is no estimate of the noise: run more seeds.")

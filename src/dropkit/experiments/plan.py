@@ -43,6 +43,32 @@ def model_settings(config: dict[str, Any], model: str) -> dict[str, Any]:
     }
 
 
+def spec(
+    config: dict[str, Any], *, model: str, regularizer: str, p: float, seed: int, **fields: Any
+) -> RunSpec:
+    """One run with the configuration's settings for ``model`` (budget, batch size,
+    learning rate, regularizer strengths, validation fraction, patience); ``fields``
+    override any RunSpec field (``extra={"variant": "locked"}``, ``train_fraction=...``)."""
+    s = model_settings(config, model)
+    settings: dict[str, Any] = dict(
+        dataset=config["dataset"],
+        model=model,
+        regularizer=regularizer,
+        p=float(p),
+        seed=int(seed),
+        epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        lr=s["lr"],
+        weight_decay=float(config["weight_decay"]),
+        l1=float(config["l1"]),
+        max_norm=float(config["max_norm"]),
+        val_fraction=float(config.get("val_fraction", 0.2)),
+        patience=config.get("patience", 25),
+    )
+    settings.update(fields)
+    return RunSpec(**settings)
+
+
 def grid(
     config: dict[str, Any],
     *,
@@ -69,22 +95,10 @@ def grid(
                 reg = regularizer_registry.get(name)
                 for prob in (s["p"] if p is None else p) if reg.uses_p else [0.0]:
                     for more in extras:
-                        settings = dict(
-                            dataset=config["dataset"],
-                            model=model,
-                            regularizer=name,
-                            p=float(prob),
-                            seed=int(seed),
-                            epochs=s["epochs"],
-                            batch_size=s["batch_size"],
-                            lr=s["lr"],
-                            weight_decay=float(config["weight_decay"]),
-                            l1=float(config["l1"]),
-                            max_norm=float(config["max_norm"]),
-                            val_fraction=float(config.get("val_fraction", 0.2)),
-                            patience=config.get("patience", 25),
-                            extra=dict(more),
+                        specs.append(
+                            spec(
+                                config, model=model, regularizer=name, p=prob, seed=seed,
+                                **{"extra": dict(more), **fields},
+                            )
                         )
-                        settings.update(fields)
-                        specs.append(RunSpec(**settings))
     return specs

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.experiments import models_extra  # noqa: F401  (registers the "gru" model)
-from dropkit.experiments.claims_util import choices, pct, variant_label, variant_runs
+from dropkit.experiments.claims_util import choices, variant_label, variant_runs
 from dropkit.experiments.recurrent_models import RECURRENT_VARIANTS, GRUClassifier
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec, train_run
+from dropkit.experiments.wording import listing, percent, plural, points
 
 
 @register
@@ -86,7 +87,7 @@ class Recurrent(Experiment):
                     "p": p,
                     "n": len(runs),
                     "test_acc": mean_std(r["test_acc"] for r in runs),
-                    "best_test_acc": mean_std(r["best_test_acc"] for r in runs),
+                    "val_acc": mean_std(r["val_acc"] for r in runs),
                     "train_acc": mean_std(r["train_acc"] for r in runs),
                     "gap": mean_std(r["gap"] for r in runs),
                     "seconds": mean_std(r["seconds"] for r in runs),
@@ -95,7 +96,7 @@ class Recurrent(Experiment):
         return rows
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import plot_curves, pyplot
+        from dropkit.experiments.plots import bars, plot_curves, pyplot, save
 
         out_dir = Path(out_dir)
 
@@ -110,41 +111,30 @@ class Recurrent(Experiment):
         ]
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(8, 4.2))
-        bars = group(records, ("variant", "p"))
-        names = [v if v == "none" else f"{v}\np={p:g}" for v, p in bars]
-        xs = list(range(len(names)))
-        for offset, field, color, lab in (
-            (-0.2, "train_acc", "#9bbbe0", "train"),
-            (0.2, "test_acc", "#2a5da8", "test"),
-        ):
-            ms = [mean_std(r[field] for r in rs) for rs in bars.values()]
-            ax.bar(
-                [x + offset for x in xs],
-                [m for m, _ in ms],
-                0.4,
-                yerr=[s for _, s in ms],
-                color=color,
-                capsize=3,
-                label=lab,
-            )
-            if field == "test_acc":
-                for x, (m, _) in zip(xs, ms, strict=True):
-                    ax.text(x + offset, m + 0.01, f"{m:.3f}", ha="center", fontsize=7)
+        by_variant = group(records, ("variant", "p"))
+        names = [v if v == "none" else f"{v}\np={p:g}" for v, p in by_variant]
+        stats = {
+            name: [mean_std(r[field] for r in rs) for rs in by_variant.values()]
+            for name, field in (("train", "train_acc"), ("test", "test_acc"))
+        }
+        bars(
+            ax,
+            names,
+            {name: [m for m, _ in ms] for name, ms in stats.items()},
+            {name: [s for _, s in ms] for name, ms in stats.items()},
+            colors={"train": "#9bbbe0", "test": "#2a5da8"},
+            top=1.05,
+            legend=False,
+        )
         ax.axhline(0.91, color="grey", ls=":", lw=1, label="MNIST-1D paper's GRU (91%)")
-        ax.set_xticks(xs, names, fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_ylabel("accuracy (eval mode, last epoch)")
-        ax.set_ylim(0, 1.05)
         ax.set_title(
             "GRU on MNIST-1D: train vs test accuracy per dropout variant (mean ± std over seeds)",
             fontsize=10,
         )
-        ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
-        fig.tight_layout()
-        path = out_dir / self.plot_name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return [*images, path]
+        return [*images, save(fig, out_dir / self.plot_name)]
 
     def reading(self, records, config):
         return recurrent_reading(records)
@@ -156,50 +146,60 @@ def recurrent_reading(records: list[dict[str, Any]]) -> list[str]:
         return []
     n_seeds = len({r["seed"] for r in records})
     text = [
-        f"GRU on MNIST-1D as 40-step sequences, {records[0]['epochs']} epochs, "
-        f"{n_seeds} seed{'s' if n_seeds > 1 else ''}."
+        f"GRU on MNIST-1D as 40-step sequences, {plural(records[0]['epochs'], 'epoch')}, "
+        f"{plural(n_seeds, 'seed')}."
     ]
     if base:
         tr = mean_std(r["train_acc"] for r in base)[0]
         te = mean_std(r["test_acc"] for r in base)[0]
         text.append(
-            f"Without dropout: test {pct(te)}, train {pct(tr)} (gap "
-            f"{100 * (tr - te):.1f} points; the MNIST-1D paper's GRU: 91%)."
+            f"Without dropout: test {percent(te)}, train {percent(tr)} (gap "
+            f"{points(tr - te)}; the MNIST-1D paper's GRU: 91%)."
         )
-    hurt, fine = [], []
+    hurt, fine, untested = [], [], []
     drops: dict[str, float] = {}
     for (variant, p), rs in group(
         [r for r in records if r["variant"] != "none"], ("variant", "p")
     ).items():
         te = mean_std(r["test_acc"] for r in rs)[0]
-        line = f"{variant} (p = {p:g}): test {pct(te)}"
+        line = f"With {variant} (p = {p:g}): test {percent(te)}"
         if base:
             d, se = difference([r["test_acc"] for r in base], [r["test_acc"] for r in rs])
             word = significance(d, se)
-            line += f", {100 * d:+.1f} points against none ({word})"
-            (hurt if d < 0 and word == "clear" else fine).append(variant)
+            if word == "untested":  # one seed: no spread to compare the difference with
+                line += f", {points(d, signed=True)} against none"
+                untested.append(variant)
+            else:
+                line += f", {points(d, signed=True)} against none ({word})"
+                (hurt if d < 0 and word == "clear" else fine).append(variant)
             drops[variant] = d
         text.append(line + ".")
     if base:
+        if untested:
+            text.append(
+                "With one seed there is no estimate of the seed-to-seed noise, so these "
+                "differences cannot be called clear or within noise; run more seeds to tell."
+            )
         if fine:
-            text.append(f"Not clearly worse than no dropout: {', '.join(fine)}.")
+            text.append(f"Not clearly worse than no dropout: {listing(fine)}.")
         if hurt:
             text.append(
                 f"Clearly worse than no dropout (beyond twice the standard error over "
-                f"seeds): {', '.join(hurt)}."
+                f"seeds): {listing(hurt)}."
             )
         aware = [v for v in ("locked", "weightdrop", "between-layers") if v in fine]
         if "naive" in hurt and aware:
             text.append(
                 "So the claim holds for dropout applied naively (a new mask on the "
                 "recurrent state at every step) and not for "
-                f"{', '.join(aware)}, which are not clearly worse than no dropout."
+                f"{listing(aware)}, which {'is' if len(aware) == 1 else 'are'} not clearly "
+                "worse than no dropout."
             )
         small = {v: d for v, d in drops.items() if v in hurt and v != "naive" and d > -0.05}
         if small:
             text.append(
                 "Clearly but only slightly worse (under 5 points): "
-                + ", ".join(f"{v} ({100 * d:+.1f} points)" for v, d in small.items())
+                + ", ".join(f"{v} ({points(d, signed=True)})" for v, d in small.items())
                 + "."
             )
     return [" ".join(text)]

@@ -45,36 +45,105 @@ def print_table(
     out_dir: Path,
     console: Any = None,
 ) -> None:
-    from rich import box
+    """The summary table, the reading and the report's path, on ``console``.
+
+    No number is ever cut: a table wider than the console first drops the
+    spaces around ``±`` and the seconds (they are in report.html), then lets
+    column titles wrap; if the cells still do not fit side by side, each row is
+    printed as ``title: value`` lines instead. Rows with different columns
+    (convergence's training and timing rows) get a table each.
+    """
     from rich.console import Console
-    from rich.table import Table
 
     if console is None:
         console = Console()
         if not console.is_terminal:  # a log file: no reason to wrap at 80 columns
             console = Console(width=120)
     # The terminal gets the essentials; report.html has every column.
-    hidden = {"best_test_acc", "test_loss", "n"}
+    hidden = {"val_acc", "stopped_epoch", "test_loss", "n"}
     hidden |= {k for k in ("dataset",) if len({str(r.get(k)) for r in table}) == 1}
     narrow = console.width < 100  # an 80-column terminal: the times are in the report
     if narrow:
         hidden.add("seconds")
-    table = [{k: v for k, v in r.items() if k not in hidden} for r in table]
-    titles, rows = table_strings(table)
-    if narrow:
-        rows = [[c.replace(" ± ", "±") for c in row] for row in rows]
-    t = Table(title=f"dropkit run {exp.name}: mean ± std over seeds", box=box.SIMPLE_HEAD)
-    for i, title in enumerate(titles):
-        numeric = bool(rows) and bool(_NUMBER.match(rows[0][i]))
-        # "0.684 ±" over "0.003" is unreadable: no cell wraps
-        t.add_column(title, justify="right" if numeric else "left", no_wrap=True)
-    for row in rows:
-        t.add_row(*row)
-    console.print(t)
+    title = f"dropkit run {exp.name}: mean ± std over seeds"
+    for block in _blocks([{k: v for k, v in r.items() if k not in hidden} for r in table]):
+        titles, rows = table_strings(block)
+        compact = [[c.replace(" ± ", "±") for c in row] for row in rows]
+        t = None if narrow else _fitted_table(console, title, titles, rows)
+        t = t or _fitted_table(console, title, titles, compact)
+        if t is not None:
+            console.print(t)
+        else:
+            _print_vertical(console, title, titles, rows)
+        title = ""
     for paragraph in reading:
         console.print(paragraph, highlight=False)
         console.print()
     console.print(f"Report: {Path(out_dir) / 'report.html'}", highlight=False)
+
+
+def _blocks(table: Sequence[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive rows with the same columns, one list each."""
+    blocks: list[list[dict[str, Any]]] = []
+    for row in table:
+        if blocks and list(blocks[-1][0]) == list(row):
+            blocks[-1].append(row)
+        else:
+            blocks.append([row])
+    return blocks
+
+
+def _fitted_table(
+    console: Any, title: str, titles: Sequence[str], rows: Sequence[Sequence[str]]
+) -> Any:
+    """A rich Table whose every cell shows in full within ``console.width``, or None.
+
+    Each column is exactly as wide as its widest cell (or the longest word of
+    its title); only titles wrap. "0.684 ±" over "0.003" would be unreadable.
+    """
+    from rich import box
+    from rich.measure import Measurement
+    from rich.table import Table
+
+    t = Table(title=title or None, box=box.SIMPLE_HEAD)
+    for i, name in enumerate(titles):
+        cells = [row[i] for row in rows]
+        width = max([len(c) for c in cells] + [len(w) for w in name.split()] + [1])
+        natural = max(width, len(name))
+        numeric = bool(cells) and bool(_NUMBER.match(cells[0]))
+        t.add_column(
+            name,
+            justify="right" if numeric else "left",
+            # a title that fits stays on one line; a longer one wraps at its spaces
+            width=natural if natural <= max(width, 12) else width,
+            overflow="fold",
+        )
+    for row in rows:
+        t.add_row(*row)
+    # measured without the console's limit (rich clamps a measurement to it)
+    unlimited = console.options.update(max_width=100_000)
+    if Measurement.get(console, unlimited, t).maximum > console.width:
+        return None
+    return t
+
+
+def _print_vertical(
+    console: Any, title: str, titles: Sequence[str], rows: Sequence[Sequence[str]]
+) -> None:
+    """Each row as a heading (its leading names: model, variant...) and one
+    ``title: value`` line per other column."""
+    if title:
+        console.print(title, highlight=False)
+    names = 0  # the leading columns that hold names, not numbers
+    while names < len(titles) - 1 and not any(_NUMBER.match(row[names]) for row in rows):
+        names += 1
+    width = max(len(t) for t in titles[names:])
+    for row in rows:
+        console.print()
+        console.print(" / ".join(c for c in row[:names] if c) or "-", highlight=False)
+        for name, cell in zip(titles[names:], row[names:], strict=True):
+            console.print(f"  {name:<{width}}  {cell}", highlight=False)
+    console.print()
 
 
 _CSS = """
@@ -118,6 +187,21 @@ def _strength(reg: Any, config: dict[str, Any]) -> str:
     if reg.max_norm:
         parts.append(f"max norm = {config.get('max_norm'):g}")
     return ", ".join(parts) or "-"
+
+
+#: the options that set one regularizer's strength, and the flag of the regularizers using it
+_STRENGTHS = {"weight_decay": "l2", "l1": "l1", "max_norm": "max_norm"}
+
+
+def unused_strengths(document: dict[str, Any]) -> set[str]:
+    """The strength options (``weight_decay``, ``l1``, ``max_norm``) that no run's
+    regularizer used: the report does not list them as if they had mattered."""
+    names = {r.get("regularizer") for r in document.get("runs", [])}
+    names |= set(document.get("config", {}).get("regularizers", []))
+    used = [REGULARIZERS[n] for n in names if n in REGULARIZERS]
+    return {
+        option for option, flag in _STRENGTHS.items() if not any(getattr(reg, flag) for reg in used)
+    }
 
 
 def render(
@@ -179,7 +263,11 @@ def render(
                 ],
             )
         )
-    shown = {k: v for k, v in config.items() if k != "model_settings"}
+    shown = {
+        k: v
+        for k, v in config.items()
+        if k != "model_settings" and k not in unused_strengths(document)
+    }
     parts += [
         "<h2>Configuration</h2>",
         f"<pre>{html.escape(json.dumps(shown, indent=1))}</pre>",

@@ -9,7 +9,9 @@ from typing import Any
 #: the metrics every summary row carries: (record field, column title)
 METRICS = (
     ("test_acc", "test acc"),
-    ("best_test_acc", "best test acc"),
+    ("val_acc", "val acc"),
+    ("best_epoch", "best epoch"),
+    ("stopped_epoch", "stopped"),
     ("train_acc", "train acc"),
     ("gap", "gap"),
     ("test_loss", "test loss"),

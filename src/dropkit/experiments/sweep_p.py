@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments.compare import pct
 from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec
+from dropkit.experiments.wording import percent as pct
 
 
 @register
@@ -29,9 +29,15 @@ class SweepP(Experiment):
         return grid(config)
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import errorbar_lines, pyplot, save
+        from dropkit.experiments.plots import errorbar_lines, plot_curves, pyplot, save
 
-        images = super().plots(records, config, out_dir)
+        # ten p values: curves coloured by p with a colorbar, not a ten-entry legend
+        images = [
+            plot_curves(
+                records, Path(out_dir) / "curves.png",
+                color_by=lambda r: r["p"], color_label="drop probability p",
+            )
+        ]
         plt = pyplot()
         fig, (ax_acc, ax_gap) = plt.subplots(1, 2, figsize=(11, 4.2))
         for (_dataset, model, reg), runs in group(

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from dropkit.experiments.compare import grid_runs, pct
+from dropkit.experiments.claims_util import nanmean
+from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import (
     difference,
@@ -36,6 +37,7 @@ from dropkit.experiments.summary import (
     summary_table,
 )
 from dropkit.experiments.train import RunSpec, train_run
+from dropkit.experiments.wording import number, percent, plural
 
 #: offset of the MC seed from the run seed, so the MC masks differ from training's
 MC_SEED_OFFSET = 2_000_003
@@ -184,7 +186,7 @@ class Uncertainty(Experiment):
         # In the run's identity (RunSpec.extra): a resumed run keeps its settings,
         # and runs with other settings never pass for finished ones.
         settings = {"mc_samples": int(config["mc_samples"]), "ece_bins": int(config["ece_bins"])}
-        return grid_runs(config, extra=settings)
+        return grid(config, extra=settings)
 
     def run_one(self, spec, data, ctx):
         import dropkit as dk
@@ -232,7 +234,7 @@ class Uncertainty(Experiment):
         return [{titles.get(k, k): v for k, v in row.items()} for row in rows]
 
     def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import pyplot
+        from dropkit.experiments.plots import pyplot, save, suptitle
 
         images = super().plots(records, config, out_dir)
         plt = pyplot()
@@ -277,20 +279,17 @@ class Uncertainty(Experiment):
             hist.set_ylabel("test examples")
             hist.grid(alpha=0.3)
             hist.legend(fontsize=8, loc="upper left")
-        fig.suptitle("Reliability diagram: below the diagonal = overconfident", fontsize=11)
-        fig.tight_layout()
-        path = Path(out_dir) / self.plot_name
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return [*images, path]
+        suptitle(fig, "Reliability diagram: below the diagonal = overconfident")
+        return [*images, save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         paragraphs = []
         for (model, reg, p), runs in group(records, ("model", "regularizer", "p")).items():
             samples = runs[0]["mc_samples"]
             text = [
-                f"{model} with {reg} (p = {p:g}), {len(runs)} seed(s), MC dropout with "
-                f"{samples} passes against the deterministic eval-mode network."
+                f"For {model} with {reg} (p = {p:g}) and {plural(len(runs), 'seed')}, MC "
+                f"dropout with {plural(samples, 'pass', 'passes')} is compared with the "
+                "deterministic eval-mode network."
             ]
             for field, what, better in (
                 ("acc", "Accuracy", "higher"),
@@ -300,16 +299,17 @@ class Uncertainty(Experiment):
                 det = [r[f"det_{field}"] for r in runs]
                 mc = [r[f"mc_{field}"] for r in runs]
                 d, se = difference(det, mc)
-                fmt_value = pct if field == "acc" else (lambda v: f"{v:.3f}")
+                shown = percent if field == "acc" else number
                 improved = (d > 0) == (better == "higher")
                 # with one seed there is no spread to compare the difference with
                 verdict = significance(d, se) if len(runs) > 1 else "one seed, no noise estimate"
+                same = shown(mean_std(det)[0]) == shown(mean_std(mc)[0])
                 text.append(
-                    f"{what}: {fmt_value(mean_std(det)[0])} deterministic, "
-                    f"{fmt_value(mean_std(mc)[0])} MC"
+                    f"{what}: {shown(mean_std(det)[0])} deterministic, "
+                    f"{shown(mean_std(mc)[0])} MC"
                     + (
-                        " (no difference)"
-                        if d == 0
+                        " (no difference at this precision)"
+                        if same
                         else f" ({'better' if improved else 'worse'} with MC, {verdict})"
                     )
                     + "."
@@ -319,25 +319,41 @@ class Uncertainty(Experiment):
             mc_conf = mean_std(r["mc_mean_confidence"] for r in runs)[0]
             mc_acc = mean_std(r["mc_acc"] for r in runs)[0]
             text.append(
-                f"Mean confidence {pct(conf)} against {pct(acc)} accuracy deterministic "
-                f"({'over' if conf > acc else 'under'}confident), {pct(mc_conf)} against "
-                f"{pct(mc_acc)} with MC ({'over' if mc_conf > mc_acc else 'under'}confident)."
+                f"Mean confidence {percent(conf)} against {percent(acc)} accuracy deterministic "
+                f"({_confidence_word(conf, acc)}), {percent(mc_conf)} against "
+                f"{percent(mc_acc)} with MC ({_confidence_word(mc_conf, mc_acc)})."
             )
-            h_det = mean_std(r["det_auroc_entropy"] for r in runs)[0]
-            h_mc = mean_std(r["mc_auroc_entropy"] for r in runs)[0]
-            mi = mean_std(r["mc_auroc_mi"] for r in runs)[0]
-            best = max(
-                (h_det, "the deterministic entropy"),
-                (h_mc, "the MC predictive entropy"),
-                (mi, "the mutual information"),
-            )[1]
-            text.append(
-                f"Telling wrong from correct predictions (AUROC, 0.5 = chance): entropy "
-                f"{h_det:.3f} deterministic, {h_mc:.3f} MC, mutual information {mi:.3f}; "
-                f"{best} separates best here."
-            )
+            h_det = nanmean([r["det_auroc_entropy"] for r in runs])
+            h_mc = nanmean([r["mc_auroc_entropy"] for r in runs])
+            mi = nanmean([r["mc_auroc_mi"] for r in runs])
+            scores = [
+                (v, name)
+                for v, name in (
+                    (h_det, "the deterministic entropy"),
+                    (h_mc, "the MC predictive entropy"),
+                    (mi, "the mutual information"),
+                )
+                if not math.isnan(v)
+            ]
+            if scores:
+                text.append(
+                    f"Telling wrong from correct predictions (AUROC, 0.5 = chance): entropy "
+                    f"{number(h_det)} deterministic, {number(h_mc)} MC, mutual information "
+                    f"{number(mi)}; {max(scores)[1]} separates best here."
+                )
+            else:
+                text.append(
+                    "Every test prediction was right (or every one wrong), so no score can "
+                    "be judged on telling wrong from correct predictions (AUROC undefined)."
+                )
             paragraphs.append(" ".join(text))
         return paragraphs
+
+
+def _confidence_word(confidence: float, accuracy: float) -> str:
+    if percent(confidence) == percent(accuracy):
+        return "calibrated at this precision"
+    return "overconfident" if confidence > accuracy else "underconfident"
 
 
 def _pool_reliability(parts: list[dict[str, list]]) -> dict[str, list]:
