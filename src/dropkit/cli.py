@@ -191,7 +191,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--patience", type=int, default=None,
-        help="stop after this many epochs without a better validation accuracy (25)",
+        help="stop after this many epochs without a better validation accuracy (50)",
     )
     p.add_argument(
         "--val-fraction", type=float, default=None,

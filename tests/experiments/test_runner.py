@@ -168,7 +168,7 @@ def test_the_default_run_is_the_documented_one():
     assert config["models"] == ["tutorial-mlp", "wide-mlp"]
     assert config["regularizers"] == ["none", "dropout"]
     assert len(specs) == 12 and {s.epochs for s in specs} == {500}
-    assert {s.patience for s in specs} == {25} and {s.val_fraction for s in specs} == {0.2}
+    assert {s.patience for s in specs} == {50} and {s.val_fraction for s in specs} == {0.2}
     assert {(s.model, s.p) for s in specs if s.regularizer == "dropout"} == {
         ("wide-mlp", 0.5),
         ("tutorial-mlp", 0.5),

@@ -14,9 +14,9 @@ Three different things, often confused, and each calls for a different remedy:
   :data:`PLATEAU_RISE` over the last ``patience`` epochs), and the gap is small:
   the network cannot fit the data, and removing capacity will not help.
 
-A network is called none of these ("fits") when it stopped on patience with a
-small gap and a high training accuracy. Nothing here calls a network
-underfitting because its budget ran out.
+A run that is none of these ("fits") stopped on patience with a small gap and
+either a high training accuracy or one still rising. Nothing here calls a
+network underfitting because its budget ran out.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ OVERFIT_GAP = 0.10
 #: a training accuracy below this, once it has plateaued, is under-capacity
 LOW_TRAIN = 0.90
 #: a rise of training accuracy smaller than this over the last ``patience`` epochs is a plateau
-PLATEAU_RISE = 0.01
+PLATEAU_RISE = 0.02
 
 REGIMES = ("diverged", "under-trained", "overfitting", "under-capacity", "fits")
 
@@ -49,6 +49,9 @@ class Fit:
     budget: int
     runs: int
     agreeing: int
+    #: training accuracy's rise over the last ``patience`` epochs (mean over seeds)
+    rise: float = 0.0
+    patience: int = 0
 
     @property
     def gap(self) -> float:
@@ -79,9 +82,13 @@ class Fit:
         if self.regime == "under-capacity":
             return (
                 f"lacks capacity{split}: its training accuracy plateaued at "
-                f"{percent(self.train_acc)} with a gap of only {points(self.gap)}"
+                f"{percent(self.train_acc)} ({points(self.rise, signed=True)} over its last "
+                f"{plural(self.patience, 'epoch')}) with a gap of only {points(self.gap)}"
             )
-        return f"fits{split}: {at}, a gap of {points(self.gap)}"
+        return (
+            f"neither overfits nor lacks capacity by these criteria{split}: {at}, a gap of "
+            f"{points(self.gap)}"
+        )
 
 
 def run_regime(record: dict[str, Any]) -> str:
@@ -93,12 +100,16 @@ def run_regime(record: dict[str, Any]) -> str:
     gap = record["train_acc"] - record["val_acc"]
     if gap >= OVERFIT_GAP:
         return "overfitting"
-    train = [a for a in record["history"]["train_acc"] if a is not None]
-    window = int(record.get("patience") or 1)
-    rise = train[-1] - train[max(0, len(train) - 1 - window)] if train else 0.0
-    if record["train_acc"] < LOW_TRAIN and rise < PLATEAU_RISE:
+    if record["train_acc"] < LOW_TRAIN and train_rise(record) < PLATEAU_RISE:
         return "under-capacity"
     return "fits"
+
+
+def train_rise(record: dict[str, Any]) -> float:
+    """How much the training accuracy rose over the run's last ``patience`` epochs."""
+    train = [a for a in record["history"]["train_acc"] if a is not None]
+    window = int(record.get("patience") or 1)
+    return train[-1] - train[max(0, len(train) - 1 - window)] if train else 0.0
 
 
 def diagnose(runs: Sequence[dict[str, Any]]) -> Fit:
@@ -118,4 +129,6 @@ def diagnose(runs: Sequence[dict[str, Any]]) -> Fit:
         budget=max(int(r["epochs"]) for r in runs),
         runs=len(runs),
         agreeing=regimes.count(regime),
+        rise=mean_std(train_rise(r) for r in ok)[0],
+        patience=max(int(r.get("patience") or 0) for r in runs),
     )

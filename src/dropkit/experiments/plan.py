@@ -63,7 +63,7 @@ def spec(
         l1=float(config["l1"]),
         max_norm=float(config["max_norm"]),
         val_fraction=float(config.get("val_fraction", 0.2)),
-        patience=config.get("patience", 25),
+        patience=config.get("patience", 50),
     )
     settings.update(fields)
     return RunSpec(**settings)

@@ -33,7 +33,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-3,
     "l1": 1e-5,
     "max_norm": 2.0,
-    "patience": 25,
+    "patience": 50,
     "val_fraction": 0.2,
     "device": "auto",
     "threads": None,

@@ -63,7 +63,7 @@ class RunSpec:
     val_fraction: float = 0.2
     #: stop after this many epochs without a new best validation accuracy; None: never
     #: stop early (train the whole budget), still reporting test at the best epoch
-    patience: int | None = 25
+    patience: int | None = 50
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
