@@ -134,13 +134,15 @@ def train_run(
     *,
     model: nn.Module | None = None,
     on_epoch: Callable[[int, nn.Module, dict[str, list]], None] | None = None,
+    on_step: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train one run under the protocol (module docstring) and return its record.
 
     ``model`` replaces the registry's model (experiments with their own networks
     pass one; pass a zero-argument factory when the weights must depend on the
     seed: it is called after seeding). ``on_epoch(epoch, model, history)`` is
-    called after each epoch's evaluation. The returned model holds the weights of
+    called after each epoch's evaluation, ``on_step()`` after every optimizer step
+    (e.g. ``dk.DropoutSchedule.step``). The returned model holds the weights of
     the best validation epoch, in eval mode.
     """
     ctx = ctx or RunContext()
@@ -190,6 +192,8 @@ def train_run(
             optimizer.step()
             if reg.max_norm and spec.max_norm is not None:
                 regularizers.apply_max_norm(model, spec.max_norm)
+            if on_step is not None:
+                on_step()
         train_seconds += time.perf_counter() - t0
         model.eval()
         train_acc, train_loss = evaluate(model, x[:TRAIN_MONITOR], y[:TRAIN_MONITOR])
