@@ -111,6 +111,41 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     # Owned by the experiments work: see dropkit/experiments/. The choices come
     # from the registries, and each experiment adds its own options in a group of
     # its own (Experiment.add_arguments), so a new experiment needs no edit here.
+    from dropkit.experiments import registry
+
+    experiments = registry.all_experiments()
+    p = sub.add_parser(
+        "run",
+        help="train networks with and without regularizers; write results and a report",
+        description=textwrap.fill(
+            "Run an experiment: train networks with and without regularizers over several "
+            "seeds, then write results.json, results.csv, PNG plots and a self-contained "
+            "report.html into --out.",
+            79,
+        )
+        + "\n\nexperiments:\n"
+        + "\n".join(_wrap_item(n, e.help) for n, e in experiments.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "experiment",
+        nargs="?",
+        choices=list(experiments),
+        default=None,
+        help=f"which experiment (default: {registry.DEFAULT_EXPERIMENT})",
+    )
+    _run_options(p, experiments)
+
+    def handler(args: argparse.Namespace) -> int:
+        from dropkit.experiments.runner import run_from_args
+
+        return run_from_args(args)
+
+    p.set_defaults(handler=handler)
+
+
+def _run_options(p: argparse.ArgumentParser, experiments: dict) -> None:
+    """The options of ``dropkit run``: the common ones, then each experiment's group."""
     from dropkit.experiments import data, models, registry, regularizers
 
     def names_list(choices: list[str], what: str):
@@ -135,27 +170,6 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
             raise argparse.ArgumentTypeError(f"expected a number of seeds >= 1, got {text!r}")
         return list(range(values[0]))
 
-    experiments = registry.all_experiments()
-    p = sub.add_parser(
-        "run",
-        help="train networks with and without regularizers; write results and a report",
-        description=textwrap.fill(
-            "Run an experiment: train networks with and without regularizers over several "
-            "seeds, then write results.json, results.csv, PNG plots and a self-contained "
-            "report.html into --out.",
-            79,
-        )
-        + "\n\nexperiments:\n"
-        + "\n".join(_wrap_item(n, e.help) for n, e in experiments.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "experiment",
-        nargs="?",
-        choices=list(experiments),
-        default=None,
-        help=f"which experiment (default: {registry.DEFAULT_EXPERIMENT})",
-    )
     p.add_argument(
         "--dataset", default=None,
         help=f"data set: {', '.join(data.names())} (default: per experiment)",
@@ -236,6 +250,48 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     for name, exp in experiments.items():
         exp.add_arguments(p.add_argument_group(f"options of {name}"))
 
+
+def experiment_help(name: str) -> str:
+    """``dropkit run NAME --help``: this experiment's options with its own defaults,
+    the size of its default run and, where measured, its wall time."""
+    import re
+
+    from dropkit.experiments import registry, runner
+
+    exp = registry.get(name)
+    config = runner.resolve_config(name, {})
+    planned = exp().runs(config)
+    text = exp.help.rstrip(".") + "."
+    text += f" The default plans {len(planned)} run{'s' if len(planned) != 1 else ''}"
+    wall = getattr(exp, "wall_time", None)
+    text += f"; {wall}." if wall else "."
+    p = argparse.ArgumentParser(
+        prog=f"dropkit run {name}",
+        description=textwrap.fill(text, 79),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _run_options(p, {name: exp})
+    settings = config.get("model_settings") or {}
+    for action in p._actions:
+        if action.dest not in config or action.dest in ("help",):
+            continue
+        value = config[action.dest]
+        if value is None and action.dest in ("epochs", "batch_size", "lr") and settings:
+            value = ", ".join(f"{m}: {s[action.dest]}" for m, s in settings.items())
+        elif value is None and action.dest == "p" and settings:
+            value = ", ".join(
+                f"{m}: {','.join(f'{v:g}' for v in s['p'])}" for m, s in settings.items()
+            )
+        elif value is None and action.dest == "workers":
+            value = "this machine's cores"
+        elif isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value)
+        if value is None:
+            continue
+        base = re.sub(r"\s*\((default[^)]*|[^()]*)\)\s*$", "", action.help or "")
+        action.help = f"{base} (default: {value})".replace("%", "%%")
+    return p.format_help()
+
     def handler(args: argparse.Namespace) -> int:
         from dropkit.experiments.runner import run_from_args
 
@@ -264,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"] and ({"-h", "--help"} & set(argv)):
+        from dropkit.experiments import registry
+
+        named = [a for a in argv[1:] if a in registry.names()]
+        if named:
+            print(experiment_help(named[0]), end="")
+            return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     return int(args.handler(args) or 0)

@@ -126,3 +126,21 @@ def test_the_command_line_runs_an_experiment_and_prints_the_table(capsys, tmp_pa
     printed = capsys.readouterr().out
     assert "test acc" in printed and "Report:" in printed and "report.html" in printed
     assert (out / "report.html").exists()
+
+
+def test_each_experiment_has_its_own_help_with_its_real_defaults(capsys):
+    from dropkit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    generic = capsys.readouterr().out
+    assert main(["run", "sweep-p", "--help"]) == 0
+    sweep = " ".join(capsys.readouterr().out.split())  # the help wraps lines
+    generic = " ".join(generic.split())
+    assert sweep != generic and sweep.startswith("usage: dropkit run sweep-p")
+    assert "(default: 0.0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9)" in sweep
+    assert "The default plans 20 runs" in sweep and "per experiment" not in sweep
+    assert "--fractions" not in sweep  # another experiment's option
+    assert main(["run", "compare", "-h"]) == 0
+    compare = " ".join(capsys.readouterr().out.split())
+    assert "(default: tutorial-mlp,wide-mlp)" in compare and "(default: 0.5)" in compare
