@@ -211,13 +211,21 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def _registry() -> dict[str, ModelSpec]:
+    """MODELS plus ``models_extra.EXTRA_MODELS`` (imported here, on first use: that
+    module builds on this one, so it cannot be imported at the top)."""
+    from dropkit.experiments.models_extra import EXTRA_MODELS
+
+    return {**MODELS, **{m.name: m for m in EXTRA_MODELS if m.name not in MODELS}}
+
+
 def names() -> list[str]:
-    return list(MODELS)
+    return list(_registry())
 
 
 def get(name: str) -> ModelSpec:
     try:
-        return MODELS[name]
+        return _registry()[name]
     except KeyError:
         raise ValueError(f"Unknown model {name!r}. Choose one of: {', '.join(names())}.") from None
 

@@ -12,8 +12,10 @@
     dropout only after the last BatchNorm layer, before the classifier: Li
     et al.'s advice, no BatchNorm ever sees a dropped input.
 
-Registered in :data:`dropkit.experiments.models.MODELS` (so ``dropkit run compare
---model mlp-bn`` works too: there, a dropout regularizer means ``before-bn``).
+Listed in :data:`EXTRA_MODELS`, which ``models.py`` adds to its registry when
+the registry is first read (so ``dropkit run compare --model mlp-bn`` works too:
+there, a dropout regularizer means ``before-bn``). Nothing here changes another
+module at import time.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def _registry_builder(name: str):
 
 BN_MODELS = ("mlp-bn", "cnn1d-bn")
 
-for _spec in (
+_BN_SPECS = (
     models.ModelSpec(
         "mlp-bn",
         "in-256-256-out MLP with BatchNorm (Linear -> ReLU -> [dropout] -> BN)",
@@ -136,8 +138,7 @@ for _spec in (
         {"epochs": 15, "batch_size": 100, "lr": 3e-3, "p": 0.5},
         "Three BatchNorm layers fed by channel dropout in the 'before-bn' placement.",
     ),
-):
-    models.MODELS.setdefault(_spec.name, _spec)
+)
 
 
 def _gru_builder(in_features: int, n_classes: int, reg: Regularizer, p: float) -> nn.Module:
@@ -148,8 +149,9 @@ def _gru_builder(in_features: int, n_classes: int, reg: Regularizer, p: float) -
     return GRUClassifier("between-layers" if reg.dropout else "none", p, n_classes)
 
 
-models.MODELS.setdefault(
-    "gru",
+#: the models defined here, in the order ``dropkit run --help`` lists them
+EXTRA_MODELS: tuple[models.ModelSpec, ...] = (
+    *_BN_SPECS,
     models.ModelSpec(
         "gru",
         "2-layer GRU (64 units) reading MNIST-1D as a sequence of 40 steps, last step -> linear",

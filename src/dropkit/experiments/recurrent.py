@@ -23,7 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments import models_extra  # noqa: F401  (registers the "gru" model)
 from dropkit.experiments.claims_util import choices, variant_label, variant_runs
 from dropkit.experiments.recurrent_models import RECURRENT_VARIANTS, GRUClassifier
 from dropkit.experiments.registry import Experiment, register
