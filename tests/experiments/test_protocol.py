@@ -143,7 +143,7 @@ def test_a_narrower_gap_without_a_clear_gain_is_said_so():
         for s in range(3)
     ]
     text = compare_reading(records)[0]
-    assert "as far as overfitting goes" in text and "within the noise" in text
+    assert "as far as overfitting goes" in text and "no clear gain in test accuracy" in text
     assert "lacks capacity" in text and "(+0.0 points over its last 50 epochs)" in text
 
 
@@ -158,3 +158,17 @@ def test_one_seed_is_never_called_clear():
     records = [_record(0.99, 0.60), _record(0.9, 0.70, reg="dropout", p=0.2)]
     text = compare_reading(records)[0]
     assert "one seed only" in text and "more than twice" not in text
+
+
+def test_seeds_without_a_majority_are_called_mixed():
+    runs = [
+        _record(0.79, 0.60, seed=0),  # overfitting
+        _record(0.70, 0.66, seed=1),  # under-capacity
+        _record(0.70, 0.66, rise=0.05, seed=2),  # neither
+    ]
+    f = fit.diagnose(runs)
+    assert f.regime == "mixed"
+    sentence = f.sentence()
+    assert "mixed signs across its seeds (overfitting in 1, lacking capacity in 1, " \
+        "neither in 1)" in sentence
+    assert fit.diagnose(runs[:1] + runs[:1] + runs[1:2]).regime == "overfitting"

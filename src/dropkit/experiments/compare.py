@@ -55,8 +55,8 @@ def _claim(base: fit.Fit, reg: fit.Fit, d: float, se: float, label: str) -> str:
         return f"The claim holds here: {gap} and raises test accuracy."
     if narrower >= fit.OVERFIT_GAP / 2 and not worse:
         return (
-            f"The claim holds here as far as overfitting goes: {gap}, but the test "
-            "accuracy it buys is within the noise."
+            f"The claim holds here as far as overfitting goes: {gap}, but no clear gain in "
+            "test accuracy comes with it."
         )
     if narrower >= fit.OVERFIT_GAP / 2:
         return (

@@ -36,6 +36,13 @@ LOW_TRAIN = 0.90
 PLATEAU_RISE = 0.02
 
 REGIMES = ("diverged", "under-trained", "overfitting", "under-capacity", "fits")
+_NAMES = {
+    "diverged": "diverged",
+    "under-trained": "under-trained",
+    "overfitting": "overfitting",
+    "under-capacity": "lacking capacity",
+    "fits": "neither",
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,9 @@ class Fit:
     #: training accuracy's rise over the last ``patience`` epochs (mean over seeds)
     rise: float = 0.0
     patience: int = 0
+    #: the regime of each run, in order (``regime`` is "mixed" when no regime has
+    #: a majority of them)
+    each: tuple[str, ...] = ()
 
     @property
     def gap(self) -> float:
@@ -66,9 +76,16 @@ class Fit:
         )
         split = (
             f" ({self.agreeing} of {self.runs} seeds; the others differ)"
-            if self.agreeing < self.runs
+            if 0 < self.agreeing < self.runs
             else ""
         )
+        if self.regime == "mixed":
+            counts = ", ".join(
+                f"{_NAMES[g]} in {self.each.count(g)}" for g in REGIMES if g in self.each
+            )
+            return f"gives mixed signs across its seeds ({counts}): {at}, a gap of " + points(
+                self.gap
+            )
         if self.regime == "diverged":
             return f"diverged (its loss overflowed){split}"
         if self.regime == "under-trained":
@@ -115,11 +132,14 @@ def train_rise(record: dict[str, Any]) -> float:
 def diagnose(runs: Sequence[dict[str, Any]]) -> Fit:
     """The majority regime over ``runs`` (seeds of one setting), with its mean numbers.
 
-    Ties go to the regime listed first in :data:`REGIMES`: a group where half the
-    seeds ran out of budget is reported under-trained.
+    Ties between regimes with half the runs each go to the one listed first in
+    :data:`REGIMES` (half the seeds out of budget: under-trained). Without a
+    regime holding at least half the runs the group is "mixed".
     """
     regimes = [run_regime(r) for r in runs]
     regime = max(REGIMES, key=lambda g: (regimes.count(g), -REGIMES.index(g)))
+    if 2 * regimes.count(regime) < len(regimes):
+        regime = "mixed"
     ok = [r for r in runs if r.get("val_acc") is not None and r.get("train_acc") is not None]
     return Fit(
         regime=regime,
@@ -131,4 +151,5 @@ def diagnose(runs: Sequence[dict[str, Any]]) -> Fit:
         agreeing=regimes.count(regime),
         rise=mean_std(train_rise(r) for r in ok)[0],
         patience=max(int(r.get("patience") or 0) for r in runs),
+        each=tuple(regimes),
     )
