@@ -18,12 +18,18 @@ def test_parse_and_format_size():
     assert bench.format_size(16 << 20) == "16M" and bench.format_size(1000) == "1000"
 
 
-def test_bench_writes_json_with_every_phase_and_contender(tmp_path, capsys):
+TINY_MLP = {"batch": 4, "tokens": 2, "width": 8, "depth": 3, "max_rate": 0.3}
+
+
+def test_bench_writes_json_with_every_phase_and_contender(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "DEFAULT_RESIDUAL_MLP", TINY_MLP)
     out = tmp_path / "bench.json"
     assert main(["bench", "--sizes", "4K", "--dtypes", "float32,bfloat16", "--repeat", "2",
                  "--out", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "keep_mask" in printed and str(out) in printed
+    assert bench.cpu_name() in printed  # the machine is named
+    assert "target" not in printed.lower() and "MISSED" not in printed  # measurements only
     result = json.loads(out.read_text())
     assert {row["dtype"] for row in result["rows"]} == {"float32", "bfloat16"}
     for row in result["rows"]:
@@ -35,7 +41,36 @@ def test_bench_writes_json_with_every_phase_and_contender(tmp_path, capsys):
         assert row["saved_bytes_per_element"]["dropkit"] == 0
         assert row["saved_bytes_per_element"]["torch"] >= 1
     assert result["keep_mask"][0]["numel"] == 4096
-    assert result["targets"] == {}  # targets are checked only at 16M float32
+    assert "targets" not in result
+    fused = result["bias_dropout_add"]
+    assert {(row["dtype"], row["numel"]) for row in fused} == {("float32", 4096),
+                                                                ("bfloat16", 4096)}
+    for row in fused:
+        assert set(row["phases"]) == {"forward", "forward+backward"}
+        for phase in row["phases"].values():
+            assert set(phase["median_ms"]) == {"fused", "unfused", "torch"}
+            assert phase["speedup_over_unfused"] > 0
+    residual = result["residual_mlp"]
+    assert residual["config"] == TINY_MLP
+    assert set(residual["median_ms"]) == {"ResidualDropPath", "DropPath"}
+    assert residual["speedup"] > 0 and residual["mean_rate"] == pytest.approx(0.15)
+
+
+def test_results_go_under_out_and_by_default_to_a_cache_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert bench.default_out_dir() == tmp_path / "cache" / "dropkit" / "bench"
+    assert bench.result_path(None) == tmp_path / "cache" / "dropkit" / "bench" / "bench.json"
+    assert bench.result_path(tmp_path / "here") == tmp_path / "here" / "bench.json"
+    assert bench.result_path("x/run.json") == bench.Path("x/run.json")
+    kwargs = dict(sizes=[64], dtypes=["float32"], repeat=1, quiet=True, residual_mlp=None)
+    assert bench.main(**kwargs) == 0  # out=None: the cache directory
+    assert (tmp_path / "cache" / "dropkit" / "bench" / "bench.json").exists()
+    assert bench.main(out=tmp_path / "runs", **kwargs) == 0
+    assert json.loads((tmp_path / "runs" / "bench.json").read_text())["residual_mlp"] is None
+    assert bench.main(out="", **kwargs) == 0  # nothing written
+    assert not (tmp_path / "benchmarks").exists()  # never the current directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "runs"]
 
 
 def test_saved_bytes_per_element_counts_a_saved_mask():

@@ -8,6 +8,7 @@ from dropkit import bn, mc
 from dropkit.convert import convert, revert
 from dropkit.functional import (
     alpha_dropout,
+    bias_dropout_add,
     concrete_dropout,
     drop_block2d,
     drop_block3d,
@@ -23,10 +24,12 @@ from dropkit.functional import (
     feature_alpha_dropout,
     gaussian_dropout,
     locked_dropout,
+    residual_drop_path,
     stochastic_depth,
 )
 from dropkit.layers import (
     AlphaDropout,
+    BiasDropoutAdd,
     ConcreteDropout,
     DropBlock2d,
     DropBlock3d,
@@ -41,11 +44,13 @@ from dropkit.layers import (
     GaussianDropout,
     LinearScheduler,
     LockedDropout,
+    ResidualDropPath,
     StochasticDepth,
     WeightDrop,
     concrete_regularization,
     dropblock_schedule,
 )
+from dropkit.schedule import DropoutSchedule
 
 __version__ = "0.1.0"
 
@@ -92,4 +97,6 @@ __all__ += [
     "DropConnect",
     "ConcreteDropout",
     "concrete_regularization",
+    "DropoutSchedule",
 ]
+__all__ += ["residual_drop_path", "ResidualDropPath", "bias_dropout_add", "BiasDropoutAdd"]

@@ -80,8 +80,9 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
                    help="drop probability in [0, 1) (default 0.5)")
     p.add_argument("--repeat", type=positive_int, default=15,
                    help="timed repetitions per measurement; medians are reported (default 15)")
-    p.add_argument("--out", default="benchmarks/results/dropout.json",
-                   help="JSON output path; '' to skip (default benchmarks/results/dropout.json)")
+    p.add_argument("--out", default=None,
+                   help="directory for bench.json, or a .json path; '' to skip "
+                   "(default ~/.cache/dropkit/bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def run_bench(args: argparse.Namespace) -> int:
@@ -92,7 +93,7 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
             dtypes=args.dtypes,
             p=args.p,
             repeat=args.repeat,
-            out=args.out or None,
+            out=args.out,
             quiet=args.quiet,
         )
 

@@ -7,7 +7,7 @@ Numba and Triton are imported lazily, on the first call that needs them, so
 ``import dropkit`` stays fast.
 """
 
-from dropkit.engine.op import draw_seed, dropout, dropout_, keep_mask
+from dropkit.engine.op import bias_dropout_add, draw_seed, dropout, dropout_, keep_mask
 from dropkit.engine.reference import threshold
 
-__all__ = ["draw_seed", "dropout", "dropout_", "keep_mask", "threshold"]
+__all__ = ["bias_dropout_add", "draw_seed", "dropout", "dropout_", "keep_mask", "threshold"]

@@ -286,6 +286,197 @@ def _keep_mask_kernel(out, t, seed, offset):
         _mask_chunk(out, t, seed & _LOW32, seed >> _SHIFT32, offset, c, words)
 
 
+# ---------------------------------------------------------------------------
+# Fused bias + dropout + residual add: out = residual + where(keep, (x + bias) * scale, 0)
+#
+# Each intermediate is rounded to the tensors' dtype exactly where the unfused
+# torch/dropkit sequence ``residual + dropout(x + bias)`` rounds it (three
+# roundings for the 16-bit types), so the fused result equals the unfused one
+# bit for bit; only the memory traffic of the two intermediates is saved.  The
+# bias is a flat array whose values repeat along the flat elements with period
+# ``bias.size`` (a bias over the trailing dims of x); ``first`` is the index of
+# the first element of the part a driver is given, so the bias phase does not
+# depend on how the elements were split across threads.
+
+
+@_inline
+def _add_bias(xs, bias, dst, first, m):
+    """dst[e] = xs[e] + bias[(first + e) % bias.size] for e < m, in runs of one bias period.
+
+    A run walks x and the bias contiguously, so the inner loop vectorises.
+    """
+    period = bias.size
+    j = first % period
+    e = 0
+    while e < m:
+        run = min(m - e, period - j)
+        xr = xs[e:e + run]
+        dr = dst[e:e + run]
+        br = bias[j:j + run]
+        for k in range(run):
+            dr[k] = xr[k] + br[k]
+        e += run
+        j = 0
+
+
+@_inline
+def _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
+                     first):
+    """The fused chunk c for float32 / float64: each step in the dtype's own precision."""
+    start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
+    m = stop - start
+    xs = x[start:stop]
+    rs = residual[start:stop]
+    outs = out[start:stop]
+    if has_bias:
+        _add_bias(xs, bias, outs, first + start, m)
+        for e in range(m):
+            outs[e] = outs[e] * scale
+    else:
+        for e in range(m):
+            outs[e] = xs[e] * scale
+    # dropped -> +0.0 by ANDing the bits, as in _float_chunk
+    if outs.itemsize == 8:
+        bits64 = outs.view(np.uint64)
+        for e in range(m):
+            bits64[e] &= np.uint64(0) - np.uint64(np.int32(lanes[e]) >= t)
+    else:
+        bits32 = outs.view(np.uint32)
+        for e in range(m):
+            bits32[e] &= np.uint32(0) - np.uint32(np.int32(lanes[e]) >= t)
+    for e in range(m):
+        outs[e] = rs[e] + outs[e]
+
+
+# Whole-chunk conversions between 16-bit patterns and float32, for the fused
+# 16-bit kernels: ``wide`` holds float32 bit patterns (read as values through a
+# float32 view).  The same arithmetic as _bf16_chunk and _f16_chunk.
+
+
+@_inline
+def _bf16_widen_pass(src, wide, m):
+    for e in range(m):
+        wide[e] = np.uint32(src[e]) << np.uint32(16)
+
+
+@_inline
+def _bf16_round_pass(wide, dst, m):
+    for e in range(m):
+        dst[e] = _bf16_round(wide[e])
+
+
+@_inline
+def _f16_widen_pass(src, wide, m):
+    values = wide.view(np.float32)
+    for e in range(m):
+        wide[e] = _f16_widen(np.uint32(src[e]))
+    for e in range(m):
+        h = np.uint32(src[e])
+        if (h & np.uint32(0x7C00)) == np.uint32(0):  # zero / subnormal: mantissa * 2**-24
+            v = np.float32(h & np.uint32(0x3FF)) * _F16_STEP
+            values[e] = -v if h & np.uint32(0x8000) else v
+
+
+@_inline
+def _f16_round_pass(wide, dst, m):
+    """dst = float16 bits of the float32 values in ``wide`` (which it overwrites)."""
+    values = wide.view(np.float32)
+    for e in range(m):
+        bits = wide[e]
+        if (bits & np.uint32(0x7FFFFFFF)) < np.uint32(113 << 23):  # a float16 subnormal or 0
+            sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
+            values[e] = abs(values[e]) + _F16_DENORM_MAGIC  # one float add rounds it
+            dst[e] = np.uint16((wide[e] - _F16_DENORM_MAGIC_BITS) | sign)
+        else:
+            dst[e] = _f16_round(bits)
+
+
+@_inline
+def _bda_bf16_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
+                    first, wide_a, wide_b):
+    """The fused bfloat16 chunk on bit patterns; ``bias`` is float32 (exactly widened)."""
+    start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
+    m = stop - start
+    xs = x[start:stop]
+    rs = residual[start:stop]
+    outs = out[start:stop]
+    a = wide_a[:m]
+    b = wide_b[:m]
+    av = a.view(np.float32)
+    bv = b.view(np.float32)
+    _bf16_widen_pass(xs, a, m)
+    if has_bias:  # h = bf16(x + bias), kept as float32 in a
+        _add_bias(av, bias, av, first + start, m)
+        _bf16_round_pass(a, outs, m)
+        _bf16_widen_pass(outs, a, m)
+    for e in range(m):
+        av[e] = av[e] * scale
+    _bf16_round_pass(a, outs, m)  # d = bf16(h * scale) ...
+    for e in range(m):  # ... or +0 where dropped
+        outs[e] &= np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t)
+    _bf16_widen_pass(outs, a, m)
+    _bf16_widen_pass(rs, b, m)
+    for e in range(m):
+        av[e] = bv[e] + av[e]
+    _bf16_round_pass(a, outs, m)
+
+
+@_inline
+def _bda_f16_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
+                   first, wide_a, wide_b):
+    """The fused float16 chunk on bit patterns; ``bias`` is float32 (exactly widened)."""
+    start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
+    m = stop - start
+    xs = x[start:stop]
+    rs = residual[start:stop]
+    outs = out[start:stop]
+    a = wide_a[:m]
+    b = wide_b[:m]
+    av = a.view(np.float32)
+    bv = b.view(np.float32)
+    _f16_widen_pass(xs, a, m)
+    if has_bias:
+        _add_bias(av, bias, av, first + start, m)
+        _f16_round_pass(a, outs, m)
+        _f16_widen_pass(outs, a, m)
+    for e in range(m):
+        av[e] = av[e] * scale
+    _f16_round_pass(a, outs, m)
+    for e in range(m):
+        outs[e] &= np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t)
+    _f16_widen_pass(outs, a, m)
+    _f16_widen_pass(rs, b, m)
+    for e in range(m):
+        av[e] = bv[e] + av[e]
+    _f16_round_pass(a, outs, m)
+
+
+@_jit
+def _bias_dropout_add_float(x, residual, out, bias, has_bias, t, scale, seed, offset, first):
+    words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+    for c in range(_chunks(x.size)):
+        _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, seed & _LOW32,
+                         seed >> _SHIFT32, offset, c, words, first)
+
+
+@_jit
+def _bias_dropout_add_bf16(x, residual, out, bias, has_bias, t, scale, seed, offset, first):
+    words, wide_a = _scratch()
+    wide_b = np.empty(BLOCK_ELEMENTS, np.uint32)
+    for c in range(_chunks(x.size)):
+        _bda_bf16_chunk(x, residual, out, bias, has_bias, t, scale, seed & _LOW32,
+                        seed >> _SHIFT32, offset, c, words, first, wide_a, wide_b)
+
+
+@_jit
+def _bias_dropout_add_f16(x, residual, out, bias, has_bias, t, scale, seed, offset, first):
+    words, wide_a = _scratch()
+    wide_b = np.empty(BLOCK_ELEMENTS, np.uint32)
+    for c in range(_chunks(x.size)):
+        _bda_f16_chunk(x, residual, out, bias, has_bias, t, scale, seed & _LOW32,
+                       seed >> _SHIFT32, offset, c, words, first, wide_a, wide_b)
+
+
 # Below this many elements a call runs on the calling thread only: waking
 # threads costs more than the work.
 PARALLEL_MIN_ELEMENTS = 1 << 16
@@ -333,18 +524,23 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def _run(kernel, numel: int, arrays: tuple[np.ndarray, ...], *args) -> None:
+def _run(kernel, numel: int, arrays: tuple[np.ndarray, ...], *args,
+         pass_start: bool = False) -> None:
     """``kernel(*arrays, *args[:-1], offset)`` over all elements, split across threads.
 
     ``arrays`` are the flat element arrays (sliced per part); the last of
     ``args`` is the Philox counter offset, advanced by ``start // 8`` per part.
+    With ``pass_start`` the kernel also gets the part's first element index
+    (an ``np.int64``) as a last argument, for data that repeats along the
+    elements (a broadcast bias).
     """
     *params, offset = args
     # at least PARALLEL_MIN_ELEMENTS / 2 elements per thread: below
     # PARALLEL_MIN_ELEMENTS in all, the calling thread does everything
     threads = min(num_threads(), numel // (PARALLEL_MIN_ELEMENTS // 2))
+    first = (np.int64(0),) if pass_start else ()
     if threads < 2:
-        kernel(*arrays, *params, offset)
+        kernel(*arrays, *params, offset, *first)
         return
     chunks = (numel + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     per_part = (chunks + threads - 1) // threads * BLOCK_ELEMENTS
@@ -352,8 +548,9 @@ def _run(kernel, numel: int, arrays: tuple[np.ndarray, ...], *args) -> None:
 
     def part(start: int) -> None:
         stop = min(start + per_part, numel)
+        first = (np.int64(start),) if pass_start else ()
         kernel(*(a[start:stop] for a in arrays), *params,
-               offset + np.uint64(start // 8))
+               offset + np.uint64(start // 8), *first)
 
     pool = _executor(threads - 1)
     futures = [pool.submit(part, start) for start in starts[1:]]
@@ -452,6 +649,37 @@ def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
         _run(_keep_mask_kernel, numel, (out.numpy(),), np.int32(t), np.uint64(seed),
              np.uint64(offset))
     return out.view(torch.bool)
+
+
+
+_BIAS_DROPOUT_ADD_KERNELS = {  # dtype -> (driver, scale type, bias array type)
+    torch.float64: (_bias_dropout_add_float, np.float64, torch.float64),
+    torch.float32: (_bias_dropout_add_float, np.float32, torch.float32),
+    torch.bfloat16: (_bias_dropout_add_bf16, np.float32, torch.float32),
+    torch.float16: (_bias_dropout_add_f16, np.float32, torch.float32),
+}
+
+
+def bias_dropout_add_into(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
+                          out: torch.Tensor, t: int, scale: float, seed: int,
+                          offset: int) -> None:
+    """``out = residual + where(keep, (x + bias) * scale, 0)``, rounded as the unfused sequence.
+
+    ``x``, ``residual`` and ``out`` contiguous CPU tensors of one shape and
+    dtype; ``bias`` None or a contiguous 1-D tensor of that dtype whose values
+    repeat along the flat elements (element ``i`` gets ``bias[i % bias.numel()]``).
+    """
+    try:
+        kernel, scale_type, bias_dtype = _BIAS_DROPOUT_ADD_KERNELS[x.dtype]
+    except KeyError:
+        raise TypeError(f"no CPU kernel for dtype {x.dtype}") from None
+    if bias is None:
+        bias_array = np.zeros(1, dtype=scale_type)
+    else:  # 16-bit biases widened to float32, exactly
+        bias_array = bias.detach().reshape(-1).to(bias_dtype).numpy()
+    _run(kernel, x.numel(), (_flat_numpy(x), _flat_numpy(residual), _flat_numpy(out)),
+         bias_array, bias is not None, np.int32(t), scale_type(scale), np.uint64(seed),
+         np.uint64(offset), pass_start=True)
 
 
 @_jit

@@ -312,3 +312,126 @@ def dropout_(x: torch.Tensor, p: float, scale: float, seed: int, offset: int = 0
         # cannot see; a discontiguous x was written back by copy_, which counts.
         torch.autograd.graph.increment_version(x)
     return x
+
+
+# ---------------------------------------------------------------------------
+# Fused bias + dropout + residual add
+
+
+def _bias_period(bias: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``bias`` flat and contiguous, its values repeating along the flat elements of ``shape``.
+
+    A bias over the trailing dims of ``x`` (``(d,)`` against ``(B, T, d)``,
+    leading 1s allowed) is already periodic; any other broadcast (``(C, 1, 1)``
+    against ``(N, C, H, W)``) is expanded to the full shape, one period.
+    """
+    dims = list(bias.shape)
+    while dims and dims[0] == 1:
+        dims.pop(0)
+    if not dims or list(shape[len(shape) - len(dims):]) == dims:
+        return bias.reshape(-1).contiguous()
+    return bias.expand(shape).contiguous().reshape(-1)
+
+
+def _bias_dropout_add_impl(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
+                           threshold: int, scale: float, seed: int, offset: int) -> torch.Tensor:
+    """``residual + where(keep, (x + bias) * scale, 0)`` in one pass; seed/offset as int64 bits.
+
+    ``x`` and ``residual`` contiguous, of one shape, dtype and device; ``bias``
+    None or broadcastable to ``x`` without changing its shape (``bias_dropout_add``
+    checks all of it). Each intermediate is rounded as the unfused sequence rounds it.
+    """
+    seed, offset = _as_uint64(seed), _as_uint64(offset)
+    period = None if bias is None else _bias_period(bias.detach(), x.shape)
+    if x.device.type == "cpu" and x.dtype in _FAST_CPU_DTYPES:
+        kernels = _cpu_kernels()
+        if kernels is not None:
+            out = kernels.empty_like(x)
+            kernels.bias_dropout_add_into(x, period, residual, out, threshold, scale, seed,
+                                          offset)
+            return out
+    if x.device.type == "cuda":
+        kernels = _triton_kernels()
+        if kernels is not None and kernels.supports(x):
+            out = torch.empty_like(x, memory_format=torch.contiguous_format)
+            kernels.bias_dropout_add_into(x, period, residual, out, threshold, scale, seed,
+                                          offset)
+            return out
+    p = threshold / reference.THRESHOLD_ONE
+    return reference.bias_dropout_add_reference(x, bias, residual, p, scale, seed, offset)
+
+
+class _EagerBiasDropoutAdd(torch.autograd.Function):
+    """Autograd of the fused ``residual + dropout(x + bias)``; saves no tensor.
+
+    ``grad_h = where(keep, grad * scale, 0)`` is the dropout backward (the mask
+    regenerated), ``grad_x = grad_h``, ``grad_bias`` its sum over the broadcast
+    dims (``sum_to_size``, the reduction autograd uses for ``x + bias``) and
+    ``grad_residual = grad``: the gradients of the unfused sequence, bit for bit.
+    """
+
+    @staticmethod
+    def forward(ctx, x, bias, residual, threshold, scale, seed, offset):
+        ctx.params = (threshold, scale, seed, offset)
+        ctx.bias_shape = None if bias is None else bias.shape
+        return _bias_dropout_add_impl(x, bias, residual, threshold, scale, seed, offset)
+
+    @staticmethod
+    def backward(ctx, grad):
+        need_x, need_bias, need_residual = ctx.needs_input_grad[:3]
+        grad_h = grad_bias = None
+        if need_x or need_bias:
+            if torch.is_grad_enabled():  # create_graph: keep the backward differentiable
+                grad_h = _EagerDropout.apply(grad, *ctx.params)
+            else:
+                grad_h = _dropout_impl(grad, *ctx.params)
+        if need_bias:
+            grad_bias = grad_h.sum_to_size(ctx.bias_shape)
+        return (grad_h if need_x else None, grad_bias, grad if need_residual else None,
+                None, None, None, None)
+
+
+def _fusable(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor) -> bool:
+    """True when the one-pass kernel computes exactly what the unfused sequence computes.
+
+    One dtype and device, contiguous ``x`` and ``residual`` of one shape (the
+    output is then contiguous, as the sequence's is), a bias that broadcasts
+    to ``x`` without growing it. Anything else takes the unfused sequence.
+    """
+    if not (isinstance(residual, torch.Tensor) and residual.shape == x.shape
+            and residual.dtype == x.dtype and residual.device == x.device
+            and x.is_contiguous() and residual.is_contiguous() and x.numel()):
+        return False
+    if x.layout != torch.strided or residual.layout != torch.strided:
+        return False
+    if bias is None:
+        return True
+    if not (bias.dtype == x.dtype and bias.device == x.device and bias.layout == torch.strided):
+        return False
+    # broadcasts to x without growing it (by hand: torch.broadcast_shapes costs ~30 us)
+    if bias.ndim > x.ndim:
+        return False
+    return all(b == 1 or b == s for b, s in zip(bias.shape[::-1], x.shape[::-1], strict=False))
+
+
+def bias_dropout_add(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
+                     p: float, scale: float, seed: int, offset: int = 0) -> torch.Tensor:
+    """Differentiable ``residual + dropout(x + bias, p, scale, seed, offset)`` in one pass.
+
+    Equal bit for bit to that sequence of engine ops (the dropout's mask is
+    laid on ``x + bias``, whose shape is ``x``'s), and so are the gradients;
+    nothing per element is saved for backward. Inputs the fused kernel does
+    not take (mixed dtypes, broadcasting residuals, non-contiguous tensors)
+    run the sequence itself, as does ``torch.compile``, which fuses the adds
+    around the opaque dropout op on its own.
+    """
+    seed, offset = _as_int(seed, "seed"), _as_int(offset, "offset")
+    if torch.compiler.is_compiling() or not _fusable(x, bias, residual):
+        h = x if bias is None else x + bias
+        return residual + dropout(h, p, scale, seed, offset)
+    check_seed_offset(seed, offset, x.numel())
+    args = (threshold(p), float(scale), _as_int64(seed), _as_int64(offset))
+    if torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return _EagerBiasDropoutAdd.apply(x, bias, residual, *args)
+    return _bias_dropout_add_impl(x, bias, residual, *args)

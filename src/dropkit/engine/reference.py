@@ -150,3 +150,15 @@ def dropout_reference(x: torch.Tensor, p: float, scale: float, seed: int,
     scale_t = torch.tensor(scale, dtype=torch.float64).to(compute).item()
     scaled = (x.to(compute) * scale_t).to(x.dtype)
     return torch.where(keep, scaled, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def bias_dropout_add_reference(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
+                               p: float, scale: float, seed: int,
+                               offset: int = 0) -> torch.Tensor:
+    """``residual + dropout(x + bias)``, step by step in torch: what the fused kernels must equal.
+
+    The mask is laid on ``x + bias`` (``x``'s shape); each step rounds to the
+    dtype as torch does, so the fused kernels reproduce every rounding.
+    """
+    h = x if bias is None else x + bias
+    return residual + dropout_reference(h, p, scale, seed, offset)

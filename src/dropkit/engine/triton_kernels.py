@@ -71,6 +71,50 @@ def _keep_mask_kernel(out_ptr, n, threshold, seed, offset, BLOCK_COUNTERS: tl.co
     tl.store(out_ptr + index, (u >= threshold).to(tl.int8), mask=index < n)
 
 
+
+@triton.jit
+def _narrow(value, like):
+    """A float32 ``value`` rounded to ``like``'s dtype, to nearest even (float32: itself)."""
+    if like.dtype == tl.bfloat16:
+        # on the bits, as in _dropout_kernel: the interpreter's own cast truncates
+        bits = value.to(tl.uint32, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        rounded = tl.where(value != value, 0x7FC0, rounded)  # NaN
+        return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    elif like.dtype == tl.float16:
+        return value.to(tl.float16)
+    else:
+        return value
+
+
+@triton.jit(do_not_specialize=_SCALARS + ["period"])
+def _bias_dropout_add_kernel(x_ptr, bias_ptr, residual_ptr, out_ptr, scale_ptr, n, period,
+                             threshold, seed, offset, HAS_BIAS: tl.constexpr,
+                             BLOCK_COUNTERS: tl.constexpr):
+    """out = residual + where(keep, (x + bias) * scale, 0), rounded after each step as the
+    unfused sequence is (bias element i is ``bias[i % period]``)."""
+    index, u = _lanes(seed, offset, tl.program_id(0), BLOCK_COUNTERS)
+    inside = index < n
+    x = tl.load(x_ptr + index, mask=inside)
+    residual = tl.load(residual_ptr + index, mask=inside)
+    scale = tl.load(scale_ptr)
+    if x.dtype == tl.float64:
+        h = x
+        if HAS_BIAS:
+            h = x + tl.load(bias_ptr + index % period, mask=inside)
+        scaled = h * scale
+        out = residual + tl.where(u >= threshold, scaled, tl.zeros_like(scaled))
+    else:
+        h = x.to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + index % period, mask=inside)
+            h = _narrow(h + bias.to(tl.float32), x).to(tl.float32)
+        scaled = _narrow(h * scale.to(tl.float32), x)
+        dropped = tl.where(u >= threshold, scaled, tl.zeros_like(scaled))
+        out = _narrow(residual.to(tl.float32) + dropped.to(tl.float32), x)
+    tl.store(out_ptr + index, out, mask=inside)
+
+
 def supports(x: torch.Tensor) -> bool:
     return x.dtype in _DTYPES
 
@@ -92,3 +136,20 @@ def keep_mask(numel: int, t: int, seed: int, offset: int, device) -> torch.Tenso
     out = torch.empty(numel, dtype=torch.int8, device=device)
     _keep_mask_kernel[_grid(numel)](out, numel, t, seed, offset, BLOCK_COUNTERS=BLOCK_COUNTERS)
     return out.view(torch.bool)
+
+
+def bias_dropout_add_into(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
+                          out: torch.Tensor, t: int, scale: float, seed: int,
+                          offset: int) -> None:
+    """``out = residual + where(keep, (x + bias) * scale, 0)``; all contiguous on one device.
+
+    ``bias``: None or flat, element ``i`` taking ``bias[i % bias.numel()]``.
+    Multiply-add contraction is off: an FMA would round once where the
+    unfused sequence (and the CPU kernel) rounds twice.
+    """
+    scale_t = torch.tensor([scale], dtype=torch.float64, device=x.device)
+    period = 1 if bias is None else bias.numel()
+    _bias_dropout_add_kernel[_grid(x.numel())](
+        x, x if bias is None else bias, residual, out, scale_t, x.numel(), period, t, seed,
+        offset, HAS_BIAS=bias is not None, BLOCK_COUNTERS=BLOCK_COUNTERS,
+        enable_fp_fusion=False)

@@ -43,6 +43,7 @@ from dropkit.functional.dropout import (
     dropout3d,
 )
 from dropkit.functional.droppath import drop_path, drop_path_rates, stochastic_depth
+from dropkit.functional.fused import bias_dropout_add, residual_drop_path
 from dropkit.functional.noise import (
     SELU_ALPHA_PRIME,
     alpha_dropout,
@@ -73,4 +74,6 @@ __all__ = [
     "concrete_dropout",
     "concrete_dropout_regularizer",
     "SELU_ALPHA_PRIME",
+    "bias_dropout_add",
+    "residual_drop_path",
 ]

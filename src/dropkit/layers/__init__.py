@@ -6,6 +6,7 @@ from dropkit.layers.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
 from dropkit.layers.droppath import DropPath, StochasticDepth
 from dropkit.layers.noise import AlphaDropout, FeatureAlphaDropout, GaussianDropout
 from dropkit.layers.recurrent import DropConnect, EmbeddingDropout, LockedDropout, WeightDrop
+from dropkit.layers.residual import BiasDropoutAdd, ResidualDropPath
 
 __all__ = ["Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "DropPath", "StochasticDepth"]
 __all__ += [
@@ -22,4 +23,6 @@ __all__ += [
     "DropConnect",
     "ConcreteDropout",
     "concrete_regularization",
+    "ResidualDropPath",
+    "BiasDropoutAdd",
 ]
