@@ -4,23 +4,29 @@ Layout (one obvious place for each thing)::
 
     registry.py     Experiment base class, @register, the list of experiment modules
     runner.py       options -> config, the run loop, resume, atomic results, report
+    plan.py         the one planner: grid() / spec() -> RunSpecs
+    backends.py     where runs execute: this process, worker processes, Ray
+    train.py        RunSpec, RunContext, train_run (the protocol: validation split,
+                    early stopping, test at the best validation epoch)
+    fit.py          under-trained / overfitting / under-capacity, from the numbers
     data.py         mnist1d (regenerated offline, cached) and sklearn digits
     models.py       tutorial-mlp, wide-mlp, cnn1d, resmlp (+ per-model defaults)
     regularizers.py none, dropout, dropout-classic, l2, l1, dropout+maxnorm, droppath
-    train.py        RunSpec, RunContext, train_run (the shared training loop)
     results.py      results.json / results.csv, written atomically
     summary.py      mean +- std over seeds, difference vs seed noise
+    wording.py      the readings' grammar (plurals, points, capitals)
     plots.py        curves.png and plotting helpers (matplotlib, Agg backend)
     report.py       report.html (images embedded) and the terminal table
-    progress.py     rich progress bars
-    compare.py, sweep_p.py, data_size.py, mc_averaging.py   the experiments
+    progress.py     rich progress bars, or a line per finished run when piped
+    compare.py, sweep_p.py, ...   the experiments (one declaration each; an
+                    experiment never imports another)
 
 How to add an experiment
 ------------------------
 1. Create ``src/dropkit/experiments/<name>.py``::
 
        from dropkit.experiments.registry import Experiment, register
-       from dropkit.experiments.compare import grid_runs   # models x regs x p x seeds
+       from dropkit.experiments.plan import grid   # models x regs x p x seeds
 
        @register
        class Convergence(Experiment):
@@ -35,7 +41,7 @@ How to add an experiment
                group.add_argument("--impl", choices=["torch", "dropkit"], default=None)
 
            def runs(self, config):             # the full, deterministic run list
-               return grid_runs(config, extra={"impl": config["impl"]})
+               return grid(config, extra={"impl": config["impl"]})
 
            def run_one(self, spec, data, ctx): # optional: default is train_run(...).record
                result = train_run(spec, data, ctx, model=..., on_epoch=...)
@@ -61,7 +67,7 @@ Notes for experiment authors:
 - ``config`` is a JSON dict: the common options (``runner.COMMON_DEFAULTS``:
   ``dataset``, ``models``, ``regularizers``, ``p``, ``epochs``, ``seeds``,
   ``batch_size``, ``lr``, ...), each defaulting to your ``defaults`` entry, plus
-  your own options. ``runner.model_settings(config, model)`` gives a model's
+  your own options. ``plan.model_settings(config, model)`` gives a model's
   epochs, batch size, lr and p list after command-line overrides.
 - A record must carry the schema fields (``results.SCHEMA_FIELDS``) and ``key``
   (``spec.key``); add any extra per-run fields you like (``epochs_to_target``,

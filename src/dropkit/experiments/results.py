@@ -70,15 +70,18 @@ def write_atomic(path: Path, data: str | bytes) -> None:
 
 
 def environment(device: str, threads: int) -> dict[str, Any]:
-    """Versions, threads and device: enough to tell two results files apart."""
+    """Versions, CPU, threads and device: enough to tell two results files apart
+    (the CPU matters: BLAS kernels, and with them the last bits, differ between CPUs)."""
     import numpy
     import torch
 
     import dropkit
+    from dropkit.bench import cpu_name
 
     env: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,
