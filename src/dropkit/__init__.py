@@ -6,6 +6,7 @@ The public API, re-exported from :mod:`dropkit.functional` (the math) and
 
 from dropkit import bn, mc
 from dropkit.convert import convert, revert
+from dropkit.engine.keyed import mask_keys
 from dropkit.functional import (
     alpha_dropout,
     bias_dropout_add,
@@ -100,3 +101,4 @@ __all__ += [
     "DropoutSchedule",
 ]
 __all__ += ["residual_drop_path", "ResidualDropPath", "bias_dropout_add", "BiasDropoutAdd"]
+__all__ += ["mask_keys"]

@@ -28,6 +28,8 @@ import torch
 from torch import Tensor, nn
 
 import dropkit.layers
+from dropkit.engine import draw_seed
+from dropkit.engine.keyed import mask_keys
 from dropkit.layers.droppath import DropPath
 from dropkit.layers.recurrent import EmbeddingDropout, WeightDrop
 
@@ -204,6 +206,8 @@ def predict(
     class_dim: int = 1,
     return_samples: bool = False,
     extra_types: Sequence[type] = (),
+    consistent: bool = False,
+    seed: int | None = None,
 ) -> MCPrediction:
     r"""Monte-Carlo dropout prediction: ``samples`` stochastic passes of ``x``, summarised.
 
@@ -233,6 +237,15 @@ def predict(
         class_dim: the class dimension of the output. Default: 1.
         return_samples: also return the stacked per-sample probabilities.
         extra_types: further module classes to treat as dropout.
+        consistent: MC sample ``j`` uses one mask per layer, shared by every
+            input: the passes run inside ``dk.mask_keys(seed, 0, sample_ids=j)``
+            (sample id ``j`` for every row), so the result does not depend on
+            ``batch_size``, on how ``x`` is split into calls, or on what else
+            is in it; two equal inputs get equal samples. Batch-shared masks
+            (``WeightDrop``, ``EmbeddingDropout``, ``DropPath(mode="batch")``)
+            are keyed too. ``False`` (default): fresh masks per row and pass.
+        seed: the key of the consistent masks; ``None`` draws one from torch's
+            default generator. Only with ``consistent=True``.
 
     Returns:
         :class:`MCPrediction` (float32, on the output's device).
@@ -251,6 +264,21 @@ def predict(
         )
     if not isinstance(x, Tensor) or x.ndim == 0:
         raise TypeError("predict() expects `x` as a tensor with the batch on dim 0")
+    if seed is not None and not consistent:
+        raise ValueError("predict(): `seed` keys the masks of consistent=True; pass "
+                         "consistent=True or leave seed=None (use torch.manual_seed instead).")
+    if consistent:
+        seed = draw_seed() if seed is None else seed
+        mask_keys(seed, 0)  # checks the seed now, not after a first forward pass
+
+    def keys(first: int, count: int, rows: int):
+        """Sample ``j``'s keys: id ``j`` for every row (rows of copy ``k`` get ``first + k``)."""
+        if not consistent:
+            return contextlib.nullcontext()
+        if count == 1:
+            return mask_keys(seed, 0, first)
+        return mask_keys(seed, 0, torch.arange(first, first + count).repeat_interleave(rows))
+
     n = x.shape[0]
     copies = 1 if batch_size is None else max(1, min(samples, batch_size // max(n, 1)))
     chunk = n if batch_size is None or batch_size >= n else batch_size
@@ -283,11 +311,15 @@ def predict(
         while done < samples:
             k = min(copies, samples - done)
             if k > 1:
-                out = model(torch.cat([x] * k, dim=0))
+                with keys(done, k, n):
+                    out = model(torch.cat([x] * k, dim=0))
                 probs = _to_probs(out, output, class_dim)
                 add(probs.reshape((k, n) + tuple(probs.shape[1:])))
             else:
-                parts = [model(x[i : i + chunk]) for i in range(0, n, chunk)]
+                parts = []
+                for i in range(0, n, chunk):
+                    with keys(done, 1, n):  # one forward pass per block: call indices from 0
+                        parts.append(model(x[i : i + chunk]))
                 out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
                 add(_to_probs(out, output, class_dim).unsqueeze(0))
             done += k

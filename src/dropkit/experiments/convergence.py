@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dropkit.experiments import models, regularizers
+from dropkit.experiments import models, plan, regularizers
 from dropkit.experiments.claims_util import choices, first_reaching, nanmean
 from dropkit.experiments.plan import model_settings
 from dropkit.experiments.registry import Experiment, register
@@ -278,15 +278,8 @@ class Convergence(Experiment):
                     for impl in impls if reg == "dropout" else ["n/a"]:
                         for p in s["p"] if reg == "dropout" else [0.0]:
                             specs.append(
-                                RunSpec(
-                                    dataset=config["dataset"],
-                                    model=model,
-                                    regularizer=reg,
-                                    p=float(p),
-                                    seed=int(seed),
-                                    epochs=s["epochs"],
-                                    batch_size=s["batch_size"],
-                                    lr=s["lr"],
+                                plan.spec(
+                                    config, model=model, regularizer=reg, p=p, seed=seed,
                                     extra={"kind": "train", "impl": impl, "target": target},
                                 )
                             )

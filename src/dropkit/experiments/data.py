@@ -53,7 +53,10 @@ class Dataset:
             idx = np.flatnonzero(y == c)
             n = max(1, round(fraction * len(idx)))
             keep.append(rng.choice(idx, size=n, replace=False))
-        index = torch.from_numpy(np.sort(np.concatenate(keep)))
+        return self._rows(torch.from_numpy(np.sort(np.concatenate(keep))))
+
+    def _rows(self, index: torch.Tensor) -> Dataset:
+        """The training examples ``index`` (in that order), with the same test split."""
         return Dataset(
             self.name,
             self.x_train[index],
@@ -91,16 +94,7 @@ class Dataset:
         # curve is measured on its first examples, which must be a random sample)
         train = torch.from_numpy(np.flatnonzero(~mask))
         train = train[torch.from_numpy(rng.permutation(len(train)))]
-        part = lambda index: Dataset(  # noqa: E731
-            self.name,
-            self.x_train[index],
-            self.y_train[index],
-            self.x_test,
-            self.y_test,
-            self.n_classes,
-            self.description,
-        )
-        return part(train), part(val)
+        return self._rows(train), self._rows(val)
 
 
 def standardise(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from dropkit import engine
-from dropkit.engine import traced
+from dropkit.engine import keyed, traced
 
 _DROP_PATH_MODES = ("row", "batch")
 
@@ -117,6 +117,11 @@ def _compiling(seed: int | None) -> bool:
 
 
 def _keep_mask(shape: tuple[int, ...], p: float, seed: int | None, device) -> Tensor:
+    if seed is None and keyed.active() is not None:
+        # a function that has not learned keyed masks: refuse rather than draw an unkeyed one
+        raise RuntimeError(
+            "This dropkit function does not key its masks by sample yet, so it cannot run "
+            "inside dk.mask_keys; call it outside the block or pass seed= explicitly.")
     if _compiling(seed):
         return traced.keep_mask(shape, p, traced.draw_seed_tensor(), device=device)
     if seed is None:
@@ -177,3 +182,37 @@ def _check_block_size(block_size, spatial_dims: int) -> tuple[int, ...]:
             f"tuple of {spatial_dims} positive ints. Received: block_size={block_size!r}"
         )
     return tuple(int(b) for b in sizes)
+
+
+def _call_keys(seed: int | None, x: Tensor, batch_dim: int | None, fn: str,
+               unbatched: bool = False, shared_reason: str = "") -> keyed.Keys | None:
+    """The keys of this call inside ``dk.mask_keys``; None outside it or with an explicit seed.
+
+    Called exactly where a function draws its mask, so calls that draw
+    nothing (eval, ``p=0``, empty inputs) take no call index. ``batch_dim``:
+    the dim of ``x`` holding the samples; None for a mask shared by the batch
+    (refused with ``shared_reason`` unless the keys are one shared id).
+    """
+    if seed is not None or keyed.active() is None:
+        return None
+    if batch_dim is None:
+        return keyed.take(None, fn, shared_reason)
+    if unbatched or x.ndim <= batch_dim:
+        raise ValueError(
+            f"{fn}(): keyed masks (dk.mask_keys) need a batch of samples, but received an "
+            f"unbatched input of shape {tuple(x.shape)}; add the batch dim (x.unsqueeze(0)).")
+    return keyed.take(x.shape[batch_dim], fn)
+
+
+def _keyed_mask_apply(x: Tensor, mask_shape, batch_dim: int | None, p: float, scale: float,
+                      keys: keyed.Keys, inplace: bool) -> Tensor:
+    """``where(keep, x * scale, 0)`` with a keyed mask of ``mask_shape`` broadcast over ``x``.
+
+    The backward regenerates the mask from the call's keys: nothing is saved.
+    """
+    def linear(t: Tensor) -> Tensor:
+        keep = keyed.keyed_keep_mask(mask_shape, batch_dim, p, keys, t.device)
+        return _apply_mask(t, keep, scale, inplace=False)
+
+    out = keyed.regenerated(x, linear)
+    return x.copy_(out) if inplace else out

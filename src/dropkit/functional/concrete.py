@@ -8,7 +8,9 @@ import numbers
 import torch
 from torch import Tensor
 
+from dropkit.engine import keyed
 from dropkit.functional._checks import (
+    _call_keys,
     _check_input,
     _check_seed,
     _noise_dtype,
@@ -54,9 +56,12 @@ def concrete_dropout(
         )
     if not training:
         return x
-    gen = _noise_generator(seed, x.device)
     dtype = _noise_dtype(x, p_logit)
-    u = torch.rand(x.shape, generator=gen, device=x.device, dtype=dtype)
+    if (keys := _call_keys(seed, x, 0, "concrete_dropout")) is not None:
+        u = keyed.keyed_uniform(x.shape, 0, keys, x.device).to(dtype)  # one word per element
+    else:
+        gen = _noise_generator(seed, x.device)
+        u = torch.rand(x.shape, generator=gen, device=x.device, dtype=dtype)
     # keep log(u) and log(1-u) finite: u is drawn from [0, 1).
     eps = 1e-7 if dtype == torch.float32 else 1e-12
     u = u.clamp_(eps, 1.0 - eps)

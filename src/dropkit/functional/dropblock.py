@@ -8,8 +8,10 @@ import numbers
 import torch
 from torch import Tensor
 
+from dropkit.engine import keyed
 from dropkit.functional._checks import (
     _apply_mask,
+    _call_keys,
     _check_block_size,
     _check_input,
     _check_p,
@@ -86,19 +88,26 @@ def _dropblock(
     blocks = tuple([min(b, s) for b, s in zip(sizes, spatial, strict=True)])
     valid = tuple([s - b + 1 for s, b in zip(spatial, blocks, strict=True)])
     gamma = dropblock_gamma(p, blocks, spatial)
-    # One independent centre mask per (sample, channel), as the paper found best.
-    centres = ~_keep_mask(tuple(xb.shape[:2]) + valid, gamma, seed, x.device)
-    # Grow each centre (the block's first corner) into a block: pad b-1 zeros
-    # on both sides and max-pool with a b-wide window, stride 1. Output cell i
-    # sees centres i-b+1 .. i, exactly the blocks covering it; the size comes
-    # back to s for odd and even b alike (no off-by-one slicing as with
-    # padding b // 2).
-    pad: list[int] = []
-    for b in reversed(blocks):
-        pad += [b - 1, b - 1]
-    grown = torch.nn.functional.pad(centres.float(), pad)
     pool = torch.nn.functional.max_pool2d if spatial_dims == 2 else torch.nn.functional.max_pool3d
-    keep = pool(grown, kernel_size=blocks, stride=1) == 0
+
+    def grow(centres: Tensor) -> Tensor:
+        # Grow each centre (the block's first corner) into a block: pad b-1
+        # zeros on both sides and max-pool with a b-wide window, stride 1.
+        # Output cell i sees centres i-b+1 .. i, exactly the blocks covering it;
+        # the size comes back to s for odd and even b alike (no off-by-one
+        # slicing as with padding b // 2).
+        pad: list[int] = []
+        for b in reversed(blocks):
+            pad += [b - 1, b - 1]
+        grown = torch.nn.functional.pad(centres.float(), pad)
+        return pool(grown, kernel_size=blocks, stride=1) == 0
+
+    centre_shape = tuple(xb.shape[:2]) + valid
+    if (keys := _call_keys(seed, x, 0, fn, unbatched)) is not None:
+        return _keyed_dropblock(x, centre_shape, gamma, keys, grow, scale_by_keep, eps, inplace)
+    # One independent centre mask per (sample, channel), as the paper found best.
+    centres = ~_keep_mask(centre_shape, gamma, seed, x.device)
+    keep = grow(centres)
     if unbatched:
         keep = keep.squeeze(0)
     if not scale_by_keep:
@@ -112,6 +121,28 @@ def _dropblock(
     kept = keep.sum().to(accumulate)
     scale = (keep.numel() / (kept + eps).clamp(min=1.0)).to(x.dtype)
     return _apply_mask(x, keep, scale, inplace)
+
+
+def _keyed_dropblock(x: Tensor, centre_shape, gamma: float, keys, grow, scale_by_keep: bool,
+                     eps: float, inplace: bool) -> Tensor:
+    """DropBlock with the centres keyed per sample (``dk.mask_keys``); nothing saved.
+
+    A sample's mask is its ``C * prod(valid)`` centres. The kept fraction is
+    counted *per sample* here: counted over the batch (as outside the keys),
+    a sample's output would depend on the other samples of its batch.
+    """
+    def linear(t: Tensor) -> Tensor:
+        keep = grow(~keyed.keyed_keep_mask(centre_shape, 0, gamma, keys, t.device))
+        if not scale_by_keep:
+            return _apply_mask(t, keep, 1.0, inplace=False)
+        accumulate = torch.float64 if t.dtype == torch.float64 else torch.float32
+        kept = keep.flatten(1).sum(1).to(accumulate)
+        per_sample = keep[0].numel()
+        scale = (per_sample / (kept + eps).clamp(min=1.0)).to(t.dtype)
+        return _apply_mask(t, keep, scale.view((-1,) + (1,) * (t.ndim - 1)), inplace=False)
+
+    out = keyed.regenerated(x, linear)
+    return x.copy_(out) if inplace else out
 
 
 def dropblock2d(

@@ -8,15 +8,17 @@ import torch
 from torch import Tensor
 
 from dropkit import engine
-from dropkit.engine import traced
+from dropkit.engine import keyed, traced
 from dropkit.functional._checks import (
     _apply_mask,
+    _call_keys,
     _check_input,
     _check_p,
     _check_seed,
     _compiling,
     _keep_mask,
     _keep_scale,
+    _keyed_mask_apply,
 )
 
 
@@ -85,6 +87,9 @@ def dropout(
     if p == 0.0 or x.numel() == 0:
         return x  # the input itself, as torch returns it
     scale = _keep_scale(p, rescale=inverted)
+    if (keys := _call_keys(seed, x, 0, "dropout")) is not None:
+        out = keyed.keyed_dropout(x, p, scale, keys)
+        return x.copy_(out) if inplace else out
     if _compiling(seed):
         out = traced.dropout(x, p, scale, traced.draw_seed_tensor())
         return x.copy_(out) if inplace else out
@@ -183,7 +188,10 @@ def _channel_dropout(
     if p == 1.0:  # torch multiplies by zero before it builds per-channel noise
         keep = torch.zeros((), dtype=torch.bool, device=x.device)
         return _apply_mask(x, keep, 1.0, inplace)
-    keep = _keep_mask(_feature_mask_shape(x, unbatched, fn), p, seed, x.device)
+    mask_shape = _feature_mask_shape(x, unbatched, fn)
+    if (keys := _call_keys(seed, x, 0, fn, unbatched)) is not None:  # one lane per channel
+        return _keyed_mask_apply(x, mask_shape, 0, p, _keep_scale(p, rescale=True), keys, inplace)
+    keep = _keep_mask(mask_shape, p, seed, x.device)
     return _apply_mask(x, keep, _keep_scale(p, rescale=True), inplace)
 
 

@@ -8,12 +8,14 @@ from torch import Tensor
 
 from dropkit.functional._checks import (
     _apply_mask,
+    _call_keys,
     _check_input,
     _check_mode,
     _check_p,
     _check_seed,
     _keep_mask,
     _keep_scale,
+    _keyed_mask_apply,
 )
 
 
@@ -67,6 +69,13 @@ def drop_path(
         mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)
     else:
         mask_shape = (1,) * x.ndim
+    row = mode == "row" and x.ndim > 0
+    keys = _call_keys(seed, x, 0 if row else None, "drop_path",
+                      shared_reason=f"mode={mode!r} draws one decision for the whole batch, "
+                      "not one per sample.")
+    if keys is not None:  # a sample's mask: its one decision
+        return _keyed_mask_apply(x, mask_shape, 0 if row else None, p,
+                                 _keep_scale(p, rescale=scale_by_keep), keys, inplace=False)
     keep = _keep_mask(mask_shape, p, seed, x.device)
     return _apply_mask(x, keep, _keep_scale(p, rescale=scale_by_keep), inplace=False)
 

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from dropkit import engine
+from dropkit.engine import keyed
 from dropkit.functional._checks import (
     _check_input,
     _check_mode,
@@ -80,7 +81,10 @@ def bias_dropout_add(
     if bias is not None:
         _check_input(bias, "bias_dropout_add")
     seed = _check_seed(seed)
-    if not training or p == 0.0 or x.numel() == 0 or _compiling(seed):
+    # Inside dk.mask_keys the unfused sequence runs: dropout() keys its mask by
+    # sample, step and call (the fused kernel knows only (seed, offset)).
+    keyed_here = seed is None and keyed.active() is not None
+    if not training or p == 0.0 or x.numel() == 0 or _compiling(seed) or keyed_here:
         h = x if bias is None else x + bias
         return residual + dropout(h, p, training, seed=seed)
     if seed is None:

@@ -7,8 +7,10 @@ import math
 import torch
 from torch import Tensor
 
+from dropkit.engine import keyed
 from dropkit.functional._checks import (
     _apply_mask,
+    _call_keys,
     _check_input,
     _check_p,
     _check_seed,
@@ -50,6 +52,16 @@ def gaussian_dropout(
         )
     if not training or p == 0.0:
         return x
+    if (keys := _call_keys(seed, x, 0, "gaussian_dropout")) is not None:
+        std = math.sqrt(p / (1.0 - p))
+
+        def noisy(t: Tensor) -> Tensor:  # the noise regenerated from the keys, also in backward
+            # one Philox word per element, through the inverse normal CDF (float64)
+            u = keyed.keyed_uniform(t.shape, 0, keys, t.device)
+            noise = torch.special.ndtri(u).to(_noise_dtype(t)).mul_(std).add_(1.0)
+            return t * noise.to(t.dtype)
+
+        return keyed.regenerated(x, noisy)
     gen = _noise_generator(seed, x.device)
     noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=_noise_dtype(x))
     noise = noise.mul_(math.sqrt(p / (1.0 - p))).add_(1.0).to(x.dtype)
@@ -68,6 +80,14 @@ def _alpha_dropout(x, p, training, inplace, seed, fn, feature):
     a = ((1.0 - p) * (1.0 + p * SELU_ALPHA_PRIME**2)) ** -0.5
     alpha = -SELU_ALPHA_PRIME
     shape = _feature_mask_shape(x, False, fn) if feature else tuple(x.shape)
+    if (keys := _call_keys(seed, x, 0, fn)) is not None:
+        def factors(t: Tensor) -> tuple[Tensor, Tensor]:  # regenerated, also in backward
+            noise = keyed.keyed_keep_mask(shape, 0, p, keys, t.device).to(t.dtype)
+            b = noise.add(-1).mul_(alpha * a).add_(alpha * a * p)
+            return noise.mul_(a), b
+
+        out = keyed.regenerated(x, lambda t: t * factors(t)[0], lambda y: y + factors(y)[1])
+        return x.copy_(out) if inplace else out
     # torch's own sequence of ops (aten's _dropout_impl), so that values, the
     # output's memory layout and the gradient's follow torch exactly; only the
     # mask comes from the engine. Kept: a*x + a*alpha*p; dropped: the constant

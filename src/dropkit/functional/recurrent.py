@@ -5,13 +5,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dropkit.engine import keyed
 from dropkit.functional._checks import (
     _apply_mask,
+    _call_keys,
     _check_input,
     _check_p,
     _check_seed,
     _keep_mask,
     _keep_scale,
+    _keyed_mask_apply,
 )
 
 
@@ -51,6 +54,12 @@ def locked_dropout(
     time_dim = 1 if (batch_first and x.ndim == 3) else 0
     mask_shape = list(x.shape)
     mask_shape[time_dim] = 1
+    # keyed: a sample's mask is its H units, locked over time; the batch is
+    # dim 1 of a time-major (T, N, H) input, as for nn.LSTM
+    batch_dim = 0 if batch_first else 1
+    if (keys := _call_keys(seed, x, batch_dim, "locked_dropout", x.ndim == 2)) is not None:
+        return _keyed_mask_apply(x, tuple(mask_shape), batch_dim, p,
+                                 _keep_scale(p, rescale=True), keys, inplace=False)
     keep = _keep_mask(tuple(mask_shape), p, seed, x.device)
     return _apply_mask(x, keep, _keep_scale(p, rescale=True), inplace=False)
 
@@ -99,6 +108,29 @@ def embedding_dropout(
     )
     if not training or p == 0.0:
         return out
-    keep_rows = _keep_mask((weight.shape[0],), p, seed, weight.device)
+    keys = _call_keys(seed, weight, None, "embedding_dropout", shared_reason=(
+        "its mask is over the vocabulary (one decision per word, shared by every sample "
+        "that uses the word), not over a sample's elements."))
+    if keys is not None:
+        keep_rows = keyed.keyed_keep_mask((weight.shape[0],), None, p, keys, weight.device)
+    else:
+        keep_rows = _keep_mask((weight.shape[0],), p, seed, weight.device)
     keep = keep_rows[input].unsqueeze(-1)
     return _apply_mask(out, keep, _keep_scale(p, rescale=True), inplace=False)
+
+
+def _drop_weight(weight: Tensor, p: float, fn: str = "WeightDrop") -> Tensor:
+    """``dropout(weight, p)`` for :class:`~dropkit.WeightDrop`; keyed as one whole tensor.
+
+    A weight mask is shared by every sample of the batch, so per-sample keys
+    refuse it; a single shared id (``dk.mc.predict(consistent=True)``) keys it.
+    """
+    p = _check_p(p)
+    keys = None if p == 0.0 else _call_keys(None, weight, None, fn, shared_reason=(
+        "its mask is on weights shared by the whole batch (DropConnect), so it cannot be a "
+        "function of a sample's id."))
+    if keys is None:
+        from dropkit.functional.dropout import dropout
+
+        return dropout(weight, p, True)
+    return keyed.keyed_dropout(weight, p, _keep_scale(p, rescale=True), keys, batch_dim=None)

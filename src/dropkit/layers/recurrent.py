@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from dropkit import functional as F
+from dropkit.functional.recurrent import _drop_weight
 
 __all__ = ["LockedDropout", "EmbeddingDropout", "WeightDrop", "DropConnect"]
 
@@ -189,7 +190,7 @@ class WeightDrop(nn.Module):
         if not self.training or self.p == 0.0:
             return self.module(*args, **kwargs)
         dropped = {
-            name: F.dropout(self.module.get_parameter(name), self.p, True) for name in self.weights
+            name: _drop_weight(self.module.get_parameter(name), self.p) for name in self.weights
         }
         if not isinstance(self.module, nn.RNNBase):
             return functional_call(self.module, dropped, args, kwargs)

@@ -1,0 +1,253 @@
+"""Keyed masks on the CPU (Numba): ``keyed_reference`` made fast, bit for bit.
+
+The same design as ``cpu_kernels``: chunks of ``BLOCK_COUNTERS`` counters
+whose Philox words sit in a small scratch buffer, read back as uint16 lanes,
+then branch-free passes over the chunk's elements. What changes is the
+counter: ``(g, sample_id, step, call | 2**31)`` with ``g`` the counter index
+*within the sample*, so the work is a list of (row, chunk-of-row) items and a
+row's chunks restart at counter 0. The items are split over dropkit's own
+thread pool (``cpu_kernels``), so the result does not depend on the thread
+count: every element's lanes depend only on its keys and its index.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import torch
+
+from dropkit.engine import cpu_kernels
+from dropkit.engine.keyed_reference import KEYED_TAG
+
+BLOCK_COUNTERS = 512
+BLOCK_ELEMENTS = 8 * BLOCK_COUNTERS
+
+_M0 = np.uint64(0xD2511F53)
+_M1 = np.uint64(0xCD9E8D57)
+_W0 = np.uint64(0x9E3779B9)
+_W1 = np.uint64(0xBB67AE85)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_SHIFT32 = np.uint64(32)
+
+_jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
+_inline = numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+
+
+@_inline
+def _philox_keyed(first, count, c1_in, c2_in, c3_in, key0, key1, words):
+    """Philox4x32-10 of counters ``(first + k, c1, c2, c3)`` for k < count, into ``words``.
+
+    Words are held in uint64 (always < 2**32) so the 32 x 32 -> 64-bit products
+    are exact; the loop over k has no dependencies and vectorises.
+    """
+    for k in range(count):
+        c0 = first + np.uint64(k)
+        c1 = c1_in
+        c2 = c2_in
+        c3 = c3_in
+        k0 = key0
+        k1 = key1
+        for r in range(10):
+            if r > 0:
+                k0 = (k0 + _W0) & _LOW32
+                k1 = (k1 + _W1) & _LOW32
+            p0 = _M0 * c0
+            p1 = _M1 * c2
+            n0 = (p1 >> _SHIFT32) ^ c1 ^ k0
+            n2 = (p0 >> _SHIFT32) ^ c3 ^ k1
+            c1 = p1 & _LOW32
+            c3 = p0 & _LOW32
+            c0 = n0
+            c2 = n2
+        words[4 * k] = np.uint32(c0)
+        words[4 * k + 1] = np.uint32(c1)
+        words[4 * k + 2] = np.uint32(c2)
+        words[4 * k + 3] = np.uint32(c3)
+
+
+@_inline
+def _rows_per_item(m):
+    """Rows per work item: one row's chunk, or as many short rows as fill one chunk."""
+    return max(1, BLOCK_COUNTERS // ((m + 7) // 8))
+
+
+@_inline
+def _items(rows, m):
+    per_item = _rows_per_item(m)
+    if per_item > 1:
+        return (rows + per_item - 1) // per_item
+    return rows * ((m + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS)
+
+
+@_inline
+def _philox_listed(count, c0s, c1s, c2_in, c3_in, key0, key1, words):
+    """Philox4x32-10 of counters ``(c0s[k], c1s[k], c2, c3)`` for k < count.
+
+    The first two words come from arrays so that counters of many short rows
+    run in one loop, which vectorises as ``_philox_keyed``'s does.
+    """
+    for k in range(count):
+        c0 = c0s[k]
+        c1 = c1s[k]
+        c2 = c2_in
+        c3 = c3_in
+        k0 = key0
+        k1 = key1
+        for r in range(10):
+            if r > 0:
+                k0 = (k0 + _W0) & _LOW32
+                k1 = (k1 + _W1) & _LOW32
+            p0 = _M0 * c0
+            p1 = _M1 * c2
+            n0 = (p1 >> _SHIFT32) ^ c1 ^ k0
+            n2 = (p0 >> _SHIFT32) ^ c3 ^ k1
+            c1 = p1 & _LOW32
+            c3 = p0 & _LOW32
+            c0 = n0
+            c2 = n2
+        words[4 * k] = np.uint32(c0)
+        words[4 * k + 1] = np.uint32(c1)
+        words[4 * k + 2] = np.uint32(c2)
+        words[4 * k + 3] = np.uint32(c3)
+
+
+@_inline
+def _item_lanes(item, rows, m, ids, step, tag, key0, key1, words, c0s, c1s):
+    """Item -> (first row, rows, first and last element in the row, lanes per row, lanes).
+
+    A long row is cut into chunks of BLOCK_ELEMENTS (one row per item); short
+    rows are packed several to an item, row j's lanes starting at j * width.
+    """
+    width = (m + 7) // 8
+    per_item = _rows_per_item(m)
+    if per_item > 1:
+        r = item * per_item
+        count = min(per_item, rows - r)
+        for j in range(count):  # counters (g, id, step, tag), g < width, row after row
+            for g in range(width):
+                c0s[j * width + g] = np.uint64(g)
+                c1s[j * width + g] = np.uint64(ids[r + j])
+        _philox_listed(count * width, c0s, c1s, step, tag, key0, key1, words)
+        return r, count, 0, m, 8 * width, words.view(np.uint16)
+    per_row = (m + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+    r = item // per_row
+    c = item - r * per_row
+    start = c * BLOCK_ELEMENTS
+    stop = min(start + BLOCK_ELEMENTS, m)
+    counters = (stop - start + 7) // 8
+    _philox_keyed(np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters, np.uint64(ids[r]), step,
+                  tag, key0, key1, words)
+    return r, 1, start, stop, 0, words.view(np.uint16)
+
+
+@_jit
+def _keyed_dropout_float(x, out, m, t, scale, seed, ids, step, tag, first_item, last_item):
+    """out = where(u >= t, x * scale, 0) over items [first_item, last_item); float32/64.
+
+    ``x`` and ``out`` are the flat (N * m) arrays; a dropped element becomes
+    +0.0 by ANDing its bits with zero, as in ``cpu_kernels._float_chunk``.
+    """
+    words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+    c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
+    c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
+    key0 = seed & _LOW32
+    key1 = seed >> _SHIFT32
+    rows = x.size // m
+    for item in range(first_item, last_item):
+        r, count, start, stop, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,
+                                                          key1, words, c0s, c1s)
+        # short rows of a multiple of 8 elements: their lanes are contiguous, one pass
+        aligned = count > 1 and width == m
+        span = count * m if aligned else stop - start
+        for j in range(1 if aligned else count):
+            base = (r + j) * m
+            xs = x[base + start:base + start + span]
+            outs = out[base + start:base + start + span]
+            ls = lanes[j * width:]
+            for e in range(span):
+                outs[e] = xs[e] * scale
+            if outs.itemsize == 8:
+                bits64 = outs.view(np.uint64)
+                for e in range(span):
+                    bits64[e] &= np.uint64(0) - np.uint64(np.int32(ls[e]) >= t)
+            else:
+                bits32 = outs.view(np.uint32)
+                for e in range(span):
+                    bits32[e] &= np.uint32(0) - np.uint32(np.int32(ls[e]) >= t)
+
+
+@_jit
+def _keyed_mask(out, m, t, seed, ids, step, tag, first_item, last_item):
+    """out = 1 where kept (u >= t) else 0, uint8, over items [first_item, last_item)."""
+    words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+    c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
+    c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
+    key0 = seed & _LOW32
+    key1 = seed >> _SHIFT32
+    rows = out.size // m
+    for item in range(first_item, last_item):
+        r, count, start, stop, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,
+                                                          key1, words, c0s, c1s)
+        for j in range(count):
+            outs = out[(r + j) * m + start:(r + j) * m + stop]
+            ls = lanes[j * width:]
+            for e in range(stop - start):
+                outs[e] = np.uint8(np.int32(ls[e]) >= t)
+
+
+@_jit
+def _count_items(rows, m):
+    return _items(rows, m)
+
+
+def _run(kernel, rows: int, m: int, *args) -> None:
+    """``kernel(*args, first, last)`` over all (row, chunk) items, split across threads."""
+    items = _count_items(rows, m)
+    threads = min(cpu_kernels.num_threads(), rows * m // (cpu_kernels.PARALLEL_MIN_ELEMENTS // 2),
+                  items)
+    if threads < 2:
+        kernel(*args, 0, items)
+        return
+    per_part = -(-items // threads)
+    bounds = [(s, min(s + per_part, items)) for s in range(0, items, per_part)]
+    pool = cpu_kernels._executor(threads - 1)
+    futures = [pool.submit(kernel, *args, s, e) for s, e in bounds[1:]]
+    try:
+        kernel(*args, *bounds[0])  # the calling thread does the first part itself
+    finally:
+        for future in futures:
+            future.result()
+
+
+_SCALE_TYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def supports(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in _SCALE_TYPES
+
+
+def _ids(sample_ids: torch.Tensor) -> np.ndarray:
+    return sample_ids.detach().to("cpu", torch.int64).contiguous().numpy().astype(np.uint64)
+
+
+def keyed_dropout(x: torch.Tensor, t: int, scale: float, seed: int, step: int, call: int,
+                  sample_ids: torch.Tensor) -> torch.Tensor:
+    """A new contiguous ``where(keep, x * scale, 0)``; ``x`` contiguous (N, ...) float32/64."""
+    out = cpu_kernels.empty_like(x)
+    rows = x.shape[0]
+    m = x.numel() // rows if rows else 0
+    if x.numel():
+        _run(_keyed_dropout_float, rows, m, x.detach().reshape(-1).numpy(), out.reshape(-1).numpy(),
+             np.int64(m), np.int32(t), _SCALE_TYPES[x.dtype](scale), np.uint64(seed),
+             _ids(sample_ids), np.uint64(step), np.uint64(call | KEYED_TAG))
+    return out
+
+
+def keyed_keep_mask(rows: int, m: int, t: int, seed: int, step: int, call: int,
+                    sample_ids: torch.Tensor) -> torch.Tensor:
+    """Bool tensor ``(rows, m)``, True where kept."""
+    out = torch.empty((rows, m), dtype=torch.uint8)  # torch's own storage
+    if rows * m:
+        _run(_keyed_mask, rows, m, out.reshape(-1).numpy(), np.int64(m), np.int32(t),
+             np.uint64(seed), _ids(sample_ids), np.uint64(step), np.uint64(call | KEYED_TAG))
+    return out.view(torch.bool)
