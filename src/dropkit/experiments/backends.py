@@ -123,9 +123,7 @@ def run_processes(
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    from dropkit.experiments import data
-
-    loaders = {n: data._LOADERS[n] for n in data.names() if n not in data.BUILTIN}
+    loaders = _registered_loaders()
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(todo)),
         mp_context=multiprocessing.get_context("spawn"),
@@ -152,9 +150,19 @@ def run_processes(
                 process.terminate()
 
 
+def _registered_loaders() -> dict[str, Callable]:
+    """Data sets registered in this process beyond the built-in ones (a test's data,
+    a table the uci experiment registered): workers are given them by reference."""
+    from dropkit.experiments import data
+
+    return {n: data._LOADERS[n] for n in data.names() if n not in data.BUILTIN}
+
+
 def _ray_execute(
-    experiment: str, config: dict[str, Any], spec: RunSpec, threads: int
+    experiment: str, config: dict[str, Any], spec: RunSpec, threads: int,
+    loaders: dict[str, Callable],
 ) -> dict[str, Any]:
+    _init_worker(threads, loaders)
     return execute(experiment, config, spec, threads)
 
 
@@ -192,7 +200,8 @@ def run_ray(
         started = True
     try:
         remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_execute)
-        pending = {remote.remote(experiment, config, s, threads): s for s in todo}
+        loaders = _registered_loaders()
+        pending = {remote.remote(experiment, config, s, threads, loaders): s for s in todo}
         finished = 0
         try:
             while pending:

@@ -34,6 +34,8 @@ EXPERIMENT_MODULES: tuple[str, ...] = (
     "dropkit.experiments.batchnorm",
     "dropkit.experiments.droppath_depth",
     "dropkit.experiments.recurrent",
+    "dropkit.experiments.uci",
+    "dropkit.experiments.schedule_exp",
 )
 
 DEFAULT_EXPERIMENT = "compare"
