@@ -198,6 +198,12 @@ class Compare(Experiment):
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         return grid(config)
 
+    def cost(self, spec: RunSpec) -> float:
+        # measured: a wide-mlp epoch costs ~4x a tutorial-mlp one, and dropout runs
+        # reach their best validation epoch 2-5x later
+        width = {"tutorial-mlp": 1.0, "wide-mlp": 4.0}.get(spec.model, 2.0)
+        return width * (1.0 + 4.0 * spec.p)
+
     def plots(self, records, config, out_dir):
         images = super().plots(records, config, out_dir)
         images.append(

@@ -102,6 +102,15 @@ class Experiment:
         """The full, ordered list of runs. Must be deterministic in ``config``."""
         raise NotImplementedError
 
+    def cost(self, spec: RunSpec) -> float:
+        """A rough relative cost of ``spec``, only to start the longest runs first.
+
+        With N workers the wall time is set by the runs left at the end; starting
+        the expensive ones first (longest-processing-time order) keeps the tail
+        short. Results do not depend on it: they are written in plan order.
+        """
+        return 1.0
+
     def run_one(self, spec: RunSpec, data: Dataset, ctx: RunContext) -> dict[str, Any]:
         """Run one run and return its record (schema fields + extra fields)."""
         from dropkit.experiments.train import train_run

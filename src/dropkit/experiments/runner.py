@@ -309,14 +309,16 @@ def run_experiment(
                 save("complete" if len(records) == len(specs) else "running")
                 bar.run_done(spec.key, run_summary(record))
 
+            # longest runs first (results are written in plan order regardless)
+            by_cost = sorted(todo, key=lambda s: -exp.cost(s))
             if backend == "ray":
                 backends.run_ray(
-                    experiment, config, todo, threads=threads, workers=workers,
+                    experiment, config, by_cost, threads=threads, workers=workers,
                     address=config.get("ray_address"), on_done=on_done,
                 )
             elif workers > 1 and len(todo) > 1:
                 backends.run_processes(
-                    experiment, config, todo, threads=threads, workers=workers,
+                    experiment, config, by_cost, threads=threads, workers=workers,
                     on_done=on_done,
                 )
             else:
