@@ -65,8 +65,13 @@ def _stack() -> list[_State]:
 
 
 def active() -> _State | None:
-    """The innermost ``mask_keys`` state of this thread, or None outside any."""
-    stack = _stack()
+    """The innermost ``mask_keys`` state of this thread, or None outside any.
+
+    Reads without creating the thread's stack: under ``torch.compile`` the
+    first call would otherwise change what dynamo guards on (the attribute's
+    existence) and cost a recompile on the second call.
+    """
+    stack = getattr(_local, "stack", None)
     return stack[-1] if stack else None
 
 

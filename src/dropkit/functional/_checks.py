@@ -15,7 +15,24 @@ _DROP_PATH_MODES = ("row", "batch")
 
 
 def _check_p(p: float, name: str = "p") -> float:
-    """Return ``p`` as a float after checking it is a probability."""
+    """Return ``p`` as a float after checking it is a probability.
+
+    Under ``torch.compile`` a rate that changes between calls (``dk.DropoutSchedule``)
+    reaches here as a ``torch.SymFloat`` (which dynamo presents as a ``float``, so
+    the test is ``is_compiling``): it is checked by comparisons only, which dynamo
+    turns into guards on the range, and returned as it is. ``float(p)`` or
+    ``math.isfinite(p)`` would pin the graph to its value and recompile it for the
+    next one. ``0 <= p <= 1`` also rejects NaN and inf.
+    """
+    if isinstance(p, torch.SymFloat | torch.SymInt) or (
+            torch.compiler.is_compiling() and isinstance(p, numbers.Real)
+            and not isinstance(p, bool)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(
+                f"Invalid value received for argument `{name}`. Expected a float between 0 "
+                f"and 1 (the drop probability). Received: {name}={p!r}"
+            )
+        return p
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(
             f"Invalid type received for argument `{name}`. Expected a float between 0 and 1 "
