@@ -57,6 +57,11 @@ class DataSize(Experiment):
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         specs = []
         fractions = [float(f) for f in config["fractions"]]
+        for f in fractions:  # the Python API bypasses the argparse type
+            if not 0.0 < f <= 1.0:
+                raise ValueError(
+                    f"Invalid value for --fractions: fractions must be in (0, 1], got {f}"
+                )
         for spec in grid(config):
             for f in fractions:
                 epochs = spec.epochs if config["fixed_epochs"] else math.ceil(spec.epochs / f)

@@ -87,6 +87,11 @@ class MCAveraging(Experiment):
         )
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
+        for k in config["samples"]:  # the Python API bypasses the argparse type
+            if int(k) < 1 or int(k) != k:
+                raise ValueError(
+                    f"Invalid value for --samples: expected positive integers. Received: {k}"
+                )
         return grid(config)
 
     def run_one(self, spec, data, ctx):
