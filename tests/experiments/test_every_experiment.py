@@ -34,7 +34,9 @@ CASES: dict[str, tuple[dict, tuple[dict, str]]] = {
     ),
     "batchnorm": ({"p": [0.5]}, ({"bn_variants": "sideways"}, "sideways")),
     "droppath": ({"p": [0.0, 0.9], "depth": 3}, ({"depth": 1}, "depth")),
-    "recurrent": ({"epochs": 1, "seeds": [0], "p": [0.3]}, ({"models": ["wide-mlp"]}, "--model gru")),
+    "recurrent": (
+        {"epochs": 1, "seeds": [0], "p": [0.3]}, ({"models": ["wide-mlp"]}, "--model gru")
+    ),
     "schedule": (
         {"models": ["tutorial-mlp"], "seeds": [0], "epochs": 4, "until_epochs": 2,
          "patience": 2},
