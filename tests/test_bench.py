@@ -95,3 +95,27 @@ def test_bad_arguments_are_refused_before_any_work(args, message, tmp_path, caps
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_interleave_rotates_the_order_and_warms_up_once():
+    calls = []
+    contenders = {name: (lambda n=name: calls.append(n)) for name in ("a", "b", "c")}
+    times = bench.interleave(contenders, 4)
+    assert calls[:3] == ["a", "b", "c"]  # one untimed warm-up call each
+    rounds = [calls[3 + 3 * r: 6 + 3 * r] for r in range(4)]
+    assert rounds == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_interleave_clock_and_number():
+    ticks = iter(range(1000))
+    calls = []
+    times = bench.interleave({"x": lambda: calls.append(1)}, 2, clock=lambda: next(ticks) * 6.0,
+                             number=3)
+    assert len(calls) == 1 + 2 * 3
+    assert times == {"x": [2.0, 2.0]}  # one clock step (6 s) per timing, over 3 calls
+    summary = bench.summary_ms({"x": [0.003, 0.001, 0.002]})
+    assert summary == {"median_ms": {"x": pytest.approx(2.0)}, "min_ms": {"x": pytest.approx(1.0)}}
+    with pytest.raises(ValueError, match="repeat=0"):
+        bench.interleave({"x": lambda: None}, 0)

@@ -256,3 +256,114 @@ def test_bad_inputs_give_clear_errors():
 def test_exported_from_the_package():
     assert dk.bn.variance_shift is bn.variance_shift
     assert dk.bn.recalibrate is bn.recalibrate
+
+
+# --------------------------------------------------------------------------
+# the formula as a function, and the prediction beside the measurement
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("p, c, v", [(0.0, 1.0, 1.0), (0.1, 0.0, 1.0), (0.5, 1.0, 1.0),
+                                     (0.7, 0.5, 2.0)])
+def test_expected_ratio_is_the_closed_form(p, c, v):
+    # one channel: q v / (c^2 + v - q c^2)
+    assert bn.expected_ratio(torch.tensor([c]), torch.tensor([v]), p) == pytest.approx(
+        _analytic(p, c, v)[2]
+    )
+
+
+def test_expected_ratio_averages_the_variances_over_channels():
+    c, v = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
+    q = 0.5
+    # mean v over mean((c^2 + v)/q - c^2), as variance_shift averages: not the mean ratio
+    want = 1.0 / ((1 / q + (2 / q - 1)) / 2)
+    assert bn.expected_ratio(c, v, 0.5) == pytest.approx(want)
+    assert bn.expected_ratio(0.0, 1.0, 0.5) == pytest.approx(0.5)  # scalars too
+    with pytest.raises(ValueError, match="argument `p`.*Received: p=1.0"):
+        bn.expected_ratio(c, v, 1.0)
+
+
+def _fed_model() -> nn.Module:
+    # the first BN fed by torch's dropout, a nested one by dropkit's channel dropout,
+    # a third by nothing (a ReLU before it)
+    return nn.Sequential(
+        nn.Linear(6, 16), nn.Dropout(0.3), nn.BatchNorm1d(16), nn.ReLU(),
+        nn.Sequential(nn.Unflatten(1, (4, 4)), dk.Dropout1d(0.5), nn.BatchNorm1d(4),
+                      nn.Flatten()),
+        nn.ReLU(), nn.BatchNorm1d(16),
+    )
+
+
+def test_dropouts_feeding_finds_the_layer_right_before_each_bn():
+    model = _fed_model()
+    feeding = bn.dropouts_feeding(model)
+    assert list(feeding) == ["2", "4.2"]
+    assert feeding["2"] is model[1] and feeding["4.2"] is model[4][1]
+    # AlphaDropout keeps mean and variance: the formula does not describe it
+    assert bn.dropouts_feeding(nn.Sequential(nn.AlphaDropout(0.5), nn.BatchNorm1d(3))) == {}
+
+
+def test_predicted_shift_beside_the_measured_one():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), dk.Dropout(0.4), nn.BatchNorm1d(64), nn.ReLU(),
+                          nn.Linear(64, 4), nn.BatchNorm1d(4))
+    x = torch.randn(4096, 8) * 2 + 1
+    before = _snapshot(model)
+    model.train()
+    predicted = bn.predicted_shift(model, x, batch_size=512)
+    assert list(predicted) == ["2"]  # only the BN fed by dropout has a closed form
+    assert model.training and all(m.training for m in model.modules())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the prediction from the dropout input's moments
+    h = model[0](x).detach().double()
+    want = bn.expected_ratio(h.mean(0), h.var(0), 0.4)
+    assert predicted["2"] == pytest.approx(want, rel=1e-9)
+    measured = bn.variance_shift(model, x, batch_size=512)["2"].ratio
+    assert measured == pytest.approx(predicted["2"], rel=0.05)
+    assert bn.predicted_shift(nn.Sequential(nn.BatchNorm1d(3)), torch.randn(8, 3)) == {}
+
+
+def test_sweep_variance_shift_follows_the_formula_and_restores_the_rates():
+    torch.manual_seed(0)
+    model = _fed_model()
+    x = torch.randn(4096, 6) + 0.5
+    rates = [0.0, 0.2, 0.5, 0.8]
+    sweep = bn.sweep_variance_shift(model, x, rates, batch_size=512)
+    assert sweep.layer == "2" and sweep.rates == rates
+    assert sweep.measured[0] == pytest.approx(1.0)
+    for rate, got, want in zip(rates, sweep.measured, sweep.predicted, strict=True):
+        assert got == pytest.approx(want, abs=0.03), rate
+    assert sweep.predicted[1] > sweep.predicted[2] > sweep.predicted[3]
+    assert model[1].p == 0.3 and model[4][1].p == 0.5  # put back
+    # a later layer: measured, but its shift compounds the earlier one's (no closed form)
+    later = bn.sweep_variance_shift(model, x, [0.5], layer="4.2", batch_size=512)
+    assert later.layer == "4.2" and later.measured[0] < later.predicted[0]
+    # channel dropout straight into BN: the formula holds there too
+    channel = nn.Sequential(nn.Unflatten(1, (4, 8)), dk.Dropout1d(0.5), nn.BatchNorm1d(4))
+    sweep = bn.sweep_variance_shift(channel, torch.randn(4096, 32) + 1.0, [0.5], batch_size=512)
+    assert sweep.layer == "2"
+    assert sweep.measured[0] == pytest.approx(sweep.predicted[0], abs=0.03)
+
+
+def test_sweep_refuses_what_it_cannot_measure():
+    model = _fed_model()
+    x = torch.randn(64, 6)
+    with pytest.raises(ValueError, match="`layer`: '6' is not .* Choose one of: 2, 4.2"):
+        bn.sweep_variance_shift(model, x, [0.5], layer="6")
+    with pytest.raises(ValueError, match="`rates`.*Received: 1.0"):
+        bn.sweep_variance_shift(model, x, [0.5, 1.0])
+    assert model[1].p == 0.3
+    with pytest.raises(ValueError, match="fed directly by a dropout layer"):
+        bn.sweep_variance_shift(nn.Sequential(nn.Linear(6, 6), nn.BatchNorm1d(6)), x, [0.5])
+
+
+def test_eval_over_running():
+    rec = bn.VarianceShift(train_var=2.0, eval_var=1.0, running_var=4.0, ratio=0.5)
+    assert rec.eval_over_running == 0.25
+    assert "eval_over_running" not in rec.as_dict()  # the record's fields as before
+    assert math.isnan(bn.VarianceShift(2.0, 1.0, None, 0.5).eval_over_running)
+
+
+def test_new_tools_exported():
+    for name in ("expected_ratio", "dropouts_feeding", "predicted_shift", "sweep_variance_shift",
+                 "ShiftSweep"):
+        assert name in bn.__all__ and getattr(dk.bn, name) is getattr(bn, name)

@@ -38,7 +38,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -115,6 +115,74 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def interleave(
+    contenders: Mapping[str, Callable[[], object]],
+    repeat: int,
+    *,
+    clock: Callable[[], float] = time.perf_counter,
+    number: int = 1,
+) -> dict[str, list[float]]:
+    """Seconds per call of each contender, measured side by side.
+
+    Each contender is called once untimed first (allocator, compilation and
+    first-call overheads). Then ``repeat`` rounds: in each, every contender is
+    timed once -- ``number`` calls in a row, the time divided by ``number`` --
+    and the order is rotated every round, so that none always runs first
+    (after another's cache traffic) or last. On a shared, noisy machine only
+    times measured this way can be compared: a burst of load hits every
+    contender of a round alike. Summarise the lists with :func:`summary_ms`
+    (median, and the minimum: other processes only ever add time, so the
+    fastest repetition is the least disturbed one).
+
+    Args:
+        contenders: ``{name: zero-argument callable}``, timed in this order in
+            the first round.
+        repeat: the number of rounds (>= 1).
+        clock: ``time.perf_counter`` (wall time, the default) or
+            ``time.process_time`` (CPU time of this process: time spent
+            waiting for a core on a loaded machine is not counted; with several
+            threads it is their total).
+        number: calls per timing, for calls too short to time one at a time.
+
+    Returns:
+        ``{name: [seconds per call, one per round]}``.
+
+    Examples::
+
+        >>> x = torch.randn(1 << 20)
+        >>> times = interleave({"torch": lambda: torch.nn.functional.dropout(x, 0.5),
+        ...                     "dropkit": lambda: dropkit.dropout(x, 0.5)}, repeat=15)
+        >>> summary_ms(times)["median_ms"]
+    """
+    if repeat < 1 or number < 1:
+        raise ValueError(
+            f"`repeat` and `number` must be positive integers. Received: repeat={repeat}, "
+            f"number={number}"
+        )
+    for fn in contenders.values():
+        fn()
+    names = list(contenders)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        turn = r % len(names)
+        for name in names[turn:] + names[:turn]:
+            fn = contenders[name]
+            start = clock()
+            for _ in range(number):
+                fn()
+            times[name].append((clock() - start) / number)
+    return times
+
+
+def summary_ms(times: Mapping[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """``{"median_ms": {name: ...}, "min_ms": {name: ...}}`` of :func:`interleave`'s seconds."""
+    return {
+        "median_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
+        # the least disturbed repetition: on a shared machine, a floor
+        "min_ms": {name: 1e3 * min(t) for name, t in times.items()},
+    }
+
+
 def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
                      out: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The three timed callables of one contender."""
@@ -164,33 +232,13 @@ def time_keep_mask(n: int, p: float, repeat: int) -> dict:
         "dropkit": lambda: engine.keep_mask((n,), p, seed=1),
         "torch": lambda: torch.empty(n, dtype=torch.bool).bernoulli_(1.0 - p),
     }
-    for fn in contenders.values():  # warm-up, untimed
-        fn()
-    times = {name: [] for name in contenders}
-    for r in range(repeat):
-        names = list(contenders)
-        for name in names[r % 2:] + names[: r % 2]:
-            times[name].append(_timed(contenders[name]))
+    times = interleave(contenders, repeat)
     return {
         "numel": n,
         "median_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
         "speedup_over_torch": statistics.median(
             u / v for u, v in zip(times["torch"], times["dropkit"], strict=True)),
     }
-
-
-def _interleaved(contenders: dict[str, Callable[[], object]], repeat: int) -> dict[str, list]:
-    """Times of each contender, ``repeat`` rounds, the order rotated every round; one
-    untimed warm-up call each first."""
-    for fn in contenders.values():
-        fn()
-    names = list(contenders)
-    times = {name: [] for name in names}
-    for r in range(repeat):
-        turn = r % len(names)
-        for name in names[turn:] + names[:turn]:
-            times[name].append(_timed(contenders[name]))
-    return times
 
 
 def _ratio(slow: list[float], fast: list[float]) -> float:
@@ -228,7 +276,7 @@ def time_bias_dropout_add(n: int, dtype: torch.dtype, p: float, repeat: int) -> 
     row = {"dtype": str(dtype).removeprefix("torch."), "numel": n, "width": width, "p": p,
            "repeat": repeat, "phases": {}}
     for phase, wrap in (("forward", forward), ("forward+backward", forward_backward)):
-        times = _interleaved({name: wrap(fn) for name, fn in sequences.items()}, repeat)
+        times = interleave({name: wrap(fn) for name, fn in sequences.items()}, repeat)
         row["phases"][phase] = {
             "median_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
             "speedup_over_unfused": _ratio(times["unfused"], times["fused"]),
@@ -288,14 +336,13 @@ def time_residual_mlp(batch: int, tokens: int, width: int, depth: int, max_rate:
             optimizer.step()
         return step
 
-    times = _interleaved({name: training_step(m) for name, m in models.items()}, repeat)
+    times = interleave({name: training_step(m) for name, m in models.items()}, repeat)
     return {
         "config": {"batch": batch, "tokens": tokens, "width": width, "depth": depth,
                    "max_rate": max_rate},
         "mean_rate": statistics.fmean(rates),
         "repeat": repeat,
-        "median_ms": {name: 1e3 * statistics.median(t) for name, t in times.items()},
-        "min_ms": {name: 1e3 * min(t) for name, t in times.items()},
+        **summary_ms(times),
         "speedup": _ratio(times["DropPath"], times["ResidualDropPath"]),
     }
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from dropkit.experiments import models_extra
-from dropkit.experiments.batchnorm import analytic_ratio, measure
+from dropkit.experiments.batchnorm import SWEEP_P, measure
 from dropkit.experiments.runner import ConfigError, run_experiment
 
 
@@ -56,19 +56,27 @@ def test_measured_ratio_follows_the_formula_on_the_first_bn():
     torch.manual_seed(0)
     model = models_extra.build("mlp-bn", 24, 4, 0.5, "before-bn")
     x = torch.randn(2000, 24)
-    m = measure(model, list(torch.split(x, 100)), 0.5)
+    m = measure(model, list(torch.split(x, 100)))
     sweep = m["sweep"]
+    assert sweep["p"] == list(SWEEP_P) and sweep["layer"] == next(iter(m["bn"]))
     for p, got, want in zip(sweep["p"], sweep["measured"], sweep["analytic"], strict=True):
         assert got == pytest.approx(want, abs=0.03), p
     assert sweep["measured"][0] == pytest.approx(1.0)
+    first, second = m["bn"].values()
+    # the formula applies where a dropout feeds the BN; the record keeps 1.0 elsewhere
+    assert first["analytic_ratio"] == pytest.approx(sweep["analytic"][SWEEP_P.index(0.5)])
+    assert set(first) == {"train_var", "eval_var", "running_var", "ratio",
+                          "eval_over_running", "analytic_ratio"}
+    assert first["eval_over_running"] == pytest.approx(first["eval_var"] / first["running_var"])
+    assert second["analytic_ratio"] != 1.0  # mlp-bn's second BN is fed by dropout too
 
 
-def test_analytic_ratio_formula():
-    c, v = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
-    # channel-averaged: mean v / mean((c^2+v)/q - c^2)
-    q = 0.5
-    want = 1.0 / (((0 + 1) / q - 0 + (1 + 1) / q - 1) / 2)
-    assert analytic_ratio(c, v, 0.5) == pytest.approx(want)
+def test_no_sweep_without_dropout_before_bn():
+    torch.manual_seed(0)
+    model = models_extra.build("mlp-bn", 24, 4, 0.5, "after-bn")
+    m = measure(model, list(torch.split(torch.randn(400, 24), 100)))
+    assert "sweep" not in m
+    assert all(rec["analytic_ratio"] == 1.0 for rec in m["bn"].values())
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,11 @@
-"""dropkit run convergence on tiny settings: outputs, per-run fields, the time split, errors."""
+"""dropkit run convergence on tiny settings: outputs, per-run fields, errors, moved options."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from torch import nn
 
-import dropkit as dk
-from dropkit.experiments.convergence import time_split, to_torch_dropout
 from dropkit.experiments.runner import ConfigError, run_experiment
 
 
@@ -20,8 +17,6 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
         **tiny,
         p=[0.5],
         target=0.3,
-        timing="tutorial",
-        timing_reps=1,
     )
     for name in (
         "results.json",
@@ -29,14 +24,13 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
         "report.html",
         "curves.png",
         "convergence.png",
-        "time_split.png",
     ):
         assert (out / name).is_file(), name
+    assert not (out / "time_split.png").exists()  # step-time's now
     doc = json.loads((out / "results.json").read_text())
-    train = [r for r in doc["runs"] if r["kind"] == "train"]
-    timing = [r for r in doc["runs"] if r["kind"] == "timing"]
-    # none once + dropout p=0.5 for each impl, per seed; one timing row
-    assert len(train) == 2 * 3 and len(timing) == 1
+    train = doc["runs"]
+    # none once + dropout p=0.5 for each impl, per seed; no timing rows
+    assert len(train) == 2 * 3 and {r["kind"] for r in train} == {"train"}
     assert {r["impl"] for r in train} == {"n/a", "torch", "dropkit"}
     for r in train:
         assert r["target"] == 0.3
@@ -49,23 +43,10 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
             assert r["history"]["val_acc"][i] >= 0.3
             assert all(a < 0.3 for a in r["history"]["val_acc"][:i])
             assert r["seconds_to_target"] == r["history"]["seconds"][i]
-    t = timing[0]
-    for key in (
-        "step_ms_none",
-        "step_ms_torch",
-        "step_ms_dropkit",
-        "dropout_ms_torch",
-        "dropout_ms_dropkit",
-        "dropout_share_torch",
-        "dropout_share_dropkit",
-        "dropout_alone_ms_torch",
-    ):
-        assert t[key] >= 0, key
-    assert 0 <= t["dropout_share_dropkit"] <= 1
     csv = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert "epochs_to_target" in csv and "seconds_to_target" in csv
     html = (out / "report.html").read_text()
-    assert "target test accuracy" in html and "time per training step" in html
+    assert "target test accuracy" in html and "dropkit run step-time" in html
 
 
 @pytest.mark.parametrize(
@@ -100,33 +81,26 @@ def test_epochs_to_target_null_when_never_reached(tiny, tmp_path, target, lr, ex
         assert r["seconds_to_target"] == r["history"]["seconds"][0]
 
 
-def test_torch_impl_swaps_every_dropkit_dropout():
-    net = nn.Sequential(nn.Linear(3, 4), dk.Dropout(0.3), nn.Sequential(dk.Dropout1d(0.2)))
-    to_torch_dropout(net)
-    assert type(net[1]) is nn.Dropout and net[1].p == 0.3
-    assert type(net[2][0]) is nn.Dropout1d and net[2][0].p == 0.2
-
-
-def test_time_split_fields():
-    split = time_split(16, 8, 0.5, ["torch", "dropkit"], reps=1, steps=1)
-    assert set(split) >= {
-        "step_ms_none",
-        "step_ms_torch",
-        "dropout_ms_dropkit",
-        "dropout_share_torch",
-        "dropout_alone_ms_dropkit",
-    }
-    for impl in ("torch", "dropkit"):
-        diff = split[f"step_ms_{impl}"] - split["step_ms_none"]
-        assert split[f"dropout_ms_{impl}"] == pytest.approx(max(0.0, diff))
+def test_torch_and_dropkit_runs_share_the_network_and_differ_only_in_masks(tiny, tmp_path):
+    # the torch variant is dk.revert of the same network: same weights, same rates
+    out = run_experiment(
+        "convergence", out=tmp_path / "c", quiet=True, **{**tiny, "seeds": [0]},
+        regularizers=["dropout"], p=[0.0], target=0.3,
+    )
+    torch_run, dropkit_run = json.loads((out / "results.json").read_text())["runs"]
+    assert (torch_run["impl"], dropkit_run["impl"]) == ("torch", "dropkit")
+    # at p = 0 no unit is dropped: the two trainings are the same computation
+    assert torch_run["history"]["val_acc"] == dropkit_run["history"]["val_acc"]
 
 
 @pytest.mark.parametrize(
     "options, message",
     [
         ({"impl": "jax"}, "Choose one of: torch, dropkit"),
-        ({"timing": "huge"}, "Choose one of: tutorial, wide, wide-large-batch"),
         ({"target": 1.5}, "--target"),
+        # the step timing is its own experiment now: the old options say where
+        ({"timing": "tutorial"}, r"--timing moved.*`dropkit run step-time --shapes tutorial`"),
+        ({"timing_reps": 5}, r"--timing-reps moved.*`dropkit run step-time --reps 5`"),
         ({"regularizers": ["l2"]}, "Choose from: none, dropout"),
     ],
 )

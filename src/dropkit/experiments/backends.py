@@ -123,7 +123,7 @@ def run_processes(
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    loaders = _registered_loaders()
+    loaders = _registered_loaders(todo)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(todo)),
         mp_context=multiprocessing.get_context("spawn"),
@@ -150,12 +150,13 @@ def run_processes(
                 process.terminate()
 
 
-def _registered_loaders() -> dict[str, Callable]:
-    """Data sets registered in this process beyond the built-in ones (a test's data,
-    a table the uci experiment registered): workers are given them by reference."""
+def _registered_loaders(todo: Sequence[RunSpec]) -> dict[str, Callable]:
+    """The data sets of ``todo`` registered in this process beyond the built-in ones (a
+    test's data, a table the uci experiment registered): workers get them by reference."""
     from dropkit.experiments import data
 
-    return {n: data._LOADERS[n] for n in data.names() if n not in data.BUILTIN}
+    used = {s.dataset for s in todo}
+    return {n: data._LOADERS[n] for n in data.names() if n in used and n not in data.BUILTIN}
 
 
 def _ray_execute(
@@ -200,7 +201,7 @@ def run_ray(
         started = True
     try:
         remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_execute)
-        loaders = _registered_loaders()
+        loaders = _registered_loaders(todo)
         pending = {remote.remote(experiment, config, s, threads, loaders): s for s in todo}
         finished = 0
         try:

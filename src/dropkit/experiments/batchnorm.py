@@ -16,18 +16,18 @@ trained in four variants:
 ``before-bn+recalibrate``  the clash, then ``dk.bn.recalibrate`` on the training set
                            after training (the same trained network as ``before-bn``).
 
-Per run: test/train accuracy, and for every BatchNorm layer the measured
-variance ratio (``dk.bn.variance_shift`` on 2000 training examples in training
-batches), the running variance against the eval-mode variance, and -- where a
-dropout layer feeds the BatchNorm directly -- the ratio the formula predicts
-from the measured per-channel mean and variance of the dropout's input. For the
-``before-bn`` networks, the first BatchNorm's ratio is also measured with the
-dropout rate swept over 0..0.9 (no retraining), beside the formula.
+Per run: test/train accuracy, and for every BatchNorm layer, on 2000 training
+examples in training batches, the measured variance ratio and the running
+variance against the eval-mode variance (``dk.bn.variance_shift``), and --
+where a dropout layer feeds the BatchNorm directly -- the ratio the formula
+predicts from the measured per-channel mean and variance of the dropout's input
+(``dk.bn.predicted_shift``). For the ``before-bn`` networks, the first
+BatchNorm's ratio is also measured with the dropout rate swept over 0..0.9 (no
+retraining), beside the formula (``dk.bn.sweep_variance_shift``).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+import dropkit as dk
 from dropkit.experiments import models_extra
 from dropkit.experiments.claims_util import (
     choices,
@@ -52,87 +53,29 @@ SWEEP_P = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MEASURE_EXAMPLES = 2000
 
 
-def analytic_ratio(c: torch.Tensor, v: torch.Tensor, p: float) -> float:
-    """Channel-averaged ratio eval_var / train_var for per-channel mean c and variance v."""
-    q = 1.0 - p
-    train = ((c**2 + v) / q - c**2).mean()
-    return float(v.mean() / train)
-
-
-def _dropouts_feeding_bn(model: nn.Module) -> dict[str, nn.Module]:
-    """{BN qualified name: the dropout module right before it in its Sequential}."""
-    import dropkit as dk
-
-    out = {}
-    for prefix, module in model.named_modules():
-        if not isinstance(module, nn.Sequential):
-            continue
-        children = list(module.named_children())
-        for (_, before), (name, layer) in zip(children, children[1:], strict=False):
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm) and isinstance(
-                before, dk.Dropout | dk.Dropout1d
-            ):
-                out[f"{prefix}.{name}" if prefix else name] = before
-    return out
-
-
-def _dropout_input_moments(model: nn.Module, feeding: dict[str, nn.Module], batches):
-    """Per-channel mean and variance of each feeding dropout's input, in eval mode."""
-    from dropkit.bn import _ChannelMoments
-
-    moments = {name: _ChannelMoments() for name in feeding}
-    handles = [
-        drop.register_forward_pre_hook(lambda _m, a, _n=name: moments[_n].update(a[0]))
-        for name, drop in feeding.items()
-    ]
-    import dropkit as dk
-
-    try:
-        with dk.mc.restore_modes(model), torch.no_grad():
-            model.eval()
-            for x in batches:
-                model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return {name: (m.mean, m.var()) for name, m in moments.items()}
-
-
-def measure(model: nn.Module, batches: list[torch.Tensor], p: float) -> dict[str, Any]:
-    """Variance shift per BN layer, the formula's prediction where dropout feeds the BN,
-    and (if any dropout feeds a BN) the first such BN's ratio swept over the drop rate."""
-    import dropkit as dk
-
+def measure(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, Any]:
+    """The record's measurements, all from ``dk.bn``: per BN layer the variance shift
+    and eval var / running var, the formula's ratio where a dropout layer feeds the
+    BN (1.0 where none does), and the first such BN's ratio swept over ``SWEEP_P``."""
     shift = dk.bn.variance_shift(model, batches)
-    feeding = _dropouts_feeding_bn(model)
-    layers: dict[str, dict[str, Any]] = {}
-    moments = _dropout_input_moments(model, feeding, batches) if feeding else {}
-    for name, rec in shift.items():
-        layers[name] = rec.as_dict()
-        layers[name]["eval_over_running"] = (
-            rec.eval_var / rec.running_var if rec.running_var else math.nan
-        )
-        layers[name]["analytic_ratio"] = (
-            analytic_ratio(*moments[name], p) if name in moments else 1.0
-        )
-    out: dict[str, Any] = {"bn": layers}
-    if feeding:
-        first = next(iter(feeding))
-        rates = {m: m.p for m in feeding.values()}
-        measured = []
-        try:
-            for sweep_p in SWEEP_P:
-                for m in feeding.values():
-                    m.p = sweep_p
-                measured.append(dk.bn.variance_shift(model, batches)[first].ratio)
-        finally:
-            for m, rate in rates.items():
-                m.p = rate
+    predicted = dk.bn.predicted_shift(model, batches)
+    out: dict[str, Any] = {
+        "bn": {
+            name: {
+                **rec.as_dict(),
+                "eval_over_running": rec.eval_over_running,
+                "analytic_ratio": predicted.get(name, 1.0),
+            }
+            for name, rec in shift.items()
+        }
+    }
+    if predicted:
+        sweep = dk.bn.sweep_variance_shift(model, batches, SWEEP_P)
         out["sweep"] = {
-            "layer": first,
-            "p": list(SWEEP_P),
-            "measured": measured,
-            "analytic": [analytic_ratio(*moments[first], sp) for sp in SWEEP_P],
+            "layer": sweep.layer,
+            "p": sweep.rates,
+            "measured": sweep.measured,
+            "analytic": sweep.predicted,
         }
     return out
 
@@ -198,8 +141,6 @@ class BatchNormClash(Experiment):
         torch.manual_seed(spec.seed + 7919)
         if variant == "before-bn+recalibrate":
             t0 = time.perf_counter()
-            import dropkit as dk
-
             record["test_acc_before_recalibrate"] = record["test_acc"]
             record["train_acc_before_recalibrate"] = record["train_acc"]
             dk.bn.recalibrate(model, list(torch.split(x_train, spec.batch_size)))
@@ -213,7 +154,7 @@ class BatchNormClash(Experiment):
             record["gap"] = record["train_acc"] - record["test_acc"]
             record["recalibrate_seconds"] = round(time.perf_counter() - t0, 3)
         batches = list(torch.split(x_train[:MEASURE_EXAMPLES], spec.batch_size))
-        measured = measure(model, batches, spec.p)
+        measured = measure(model, batches)
         record.update(measured)
         for i, (name, rec) in enumerate(measured["bn"].items(), start=1):
             record[f"ratio_bn{i}"] = rec["ratio"]
@@ -221,7 +162,6 @@ class BatchNormClash(Experiment):
             record[f"eval_over_running_bn{i}"] = rec["eval_over_running"]
             record[f"bn{i}"] = name
         return record
-
 
     # ------------------------------------------------------------- results
     def table(self, records, config):

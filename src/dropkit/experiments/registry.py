@@ -31,6 +31,7 @@ EXPERIMENT_MODULES: tuple[str, ...] = (
     "dropkit.experiments.mc_averaging",
     "dropkit.experiments.uncertainty",
     "dropkit.experiments.convergence",
+    "dropkit.experiments.step_time",
     "dropkit.experiments.batchnorm",
     "dropkit.experiments.droppath_depth",
     "dropkit.experiments.recurrent",
