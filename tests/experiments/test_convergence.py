@@ -16,7 +16,7 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
         quiet=True,
         **tiny,
         p=[0.5],
-        target=0.3,
+        target_accuracy=0.3,
     )
     for name in (
         "results.json",
@@ -66,7 +66,7 @@ def test_epochs_to_target_null_when_never_reached(tiny, tmp_path, target, lr, ex
         quiet=True,
         **{**tiny, "seeds": [0]},
         regularizers=["none"],
-        target=target,
+        target_accuracy=target,
         lr=lr,
         timing="none",
         impl="dropkit",
@@ -85,7 +85,7 @@ def test_torch_and_dropkit_runs_share_the_network_and_differ_only_in_masks(tiny,
     # the torch variant is dk.revert of the same network: same weights, same rates
     out = run_experiment(
         "convergence", out=tmp_path / "c", quiet=True, **{**tiny, "seeds": [0]},
-        regularizers=["dropout"], p=[0.0], target=0.3,
+        regularizers=["dropout"], p=[0.0], target_accuracy=0.3,
     )
     torch_run, dropkit_run = json.loads((out / "results.json").read_text())["runs"]
     assert (torch_run["impl"], dropkit_run["impl"]) == ("torch", "dropkit")
@@ -97,7 +97,7 @@ def test_torch_and_dropkit_runs_share_the_network_and_differ_only_in_masks(tiny,
     "options, message",
     [
         ({"impl": "jax"}, "Choose one of: torch, dropkit"),
-        ({"target": 1.5}, "--target"),
+        ({"target_accuracy": 1.5}, "--target-accuracy"),
         # the step timing is its own experiment now: the old options say where
         ({"timing": "tutorial"}, r"--timing moved.*`dropkit run step-time --shapes tutorial`"),
         ({"timing_reps": 5}, r"--timing-reps moved.*`dropkit run step-time --reps 5`"),

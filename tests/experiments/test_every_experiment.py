@@ -28,7 +28,7 @@ CASES: dict[str, tuple[dict, tuple[dict, str]]] = {
         {"models": ["tutorial-mlp"], "mc_samples": 4, "ece_bins": 5},
         ({"mc_samples": 0}, "samples"),
     ),
-    "convergence": ({"p": [0.5], "target": 0.3}, ({"timing_reps": 0}, "step-time")),
+    "convergence": ({"p": [0.5], "target_accuracy": 0.3}, ({"timing_reps": 0}, "step-time")),
     "step-time": ({"seeds": [0], "shapes": "tutorial", "reps": 1}, ({"shapes": "huge"}, "huge")),
     "batchnorm": ({"p": [0.5]}, ({"bn_variants": "sideways"}, "sideways")),
     "droppath": ({"p": [0.0, 0.9], "depth": 3}, ({"depth": 1}, "depth")),

