@@ -26,7 +26,13 @@ from typing import Any
 from dropkit.experiments.claims_util import choices, variant_label, variant_runs
 from dropkit.experiments.recurrent_models import RECURRENT_VARIANTS, GRUClassifier
 from dropkit.experiments.registry import Experiment, register
-from dropkit.experiments.summary import difference, group, mean_std, significance
+from dropkit.experiments.summary import (
+    difference,
+    group,
+    mean_std,
+    significance,
+    summary_table,
+)
 from dropkit.experiments.train import RunSpec, train_run
 from dropkit.experiments.wording import listing, percent, plural, points
 
@@ -78,21 +84,8 @@ class Recurrent(Experiment):
         return train_run(spec, data, ctx, model=build).record
 
     def table(self, records, config):
-        rows = []
-        for (variant, p), runs in group(records, ("variant", "p")).items():
-            rows.append(
-                {
-                    "variant": variant,
-                    "p": p,
-                    "n": len(runs),
-                    "test_acc": mean_std(r["test_acc"] for r in runs),
-                    "val_acc": mean_std(r["val_acc"] for r in runs),
-                    "train_acc": mean_std(r["train_acc"] for r in runs),
-                    "gap": mean_std(r["gap"] for r in runs),
-                    "seconds": mean_std(r["seconds"] for r in runs),
-                }
-            )
-        return rows
+        metrics = [(f, f) for f in ("test_acc", "val_acc", "train_acc", "gap", "seconds")]
+        return summary_table(records, by=("variant", "p"), metrics=metrics)
 
     def plots(self, records, config, out_dir):
         from dropkit.experiments.plots import bars, plot_curves, pyplot, save
