@@ -264,8 +264,7 @@ def experiment_help(name: str) -> str:
     planned = exp().runs(config)
     text = exp.help.rstrip(".") + "."
     text += f" The default plans {len(planned)} run{'s' if len(planned) != 1 else ''}"
-    wall = getattr(exp, "wall_time", None)
-    text += f"; {wall}." if wall else "."
+    text += f"; measured wall time: {exp.wall_time}." if exp.wall_time else "."
     p = argparse.ArgumentParser(
         prog=f"dropkit run {name}",
         description=textwrap.fill(text, 79),
