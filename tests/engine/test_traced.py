@@ -58,3 +58,37 @@ def test_opcheck():
     torch.library.opcheck(torch.ops.dropkit.philox_keep_mask_tseed.default,
                           ([4, 5], traced.scalar_tensor(0.25), torch.tensor(5), 0,
                            torch.device("cpu")))
+
+
+def test_an_eager_seed_tensor_is_the_int_seed():
+    # engine.dropout takes the seed as an int or as traced's 0-dim int64 bit pattern alike
+    x = torch.randn(3, 77)
+    for seed in (5, 2**63 + 9):
+        seed_t = torch.tensor(seed - 2**64 if seed >= 2**63 else seed, dtype=torch.int64)
+        assert torch.equal(engine.dropout(x, 0.3, 1 / 0.7, seed_t, 2),
+                           engine.dropout(x, 0.3, 1 / 0.7, seed, 2))
+        assert torch.equal(engine.keep_mask((4, 9), 0.3, seed_t),
+                           engine.keep_mask((4, 9), 0.3, seed))
+
+
+def test_compiled_int_seed_with_a_changing_rate_keeps_one_graph():
+    # an explicit int seed traces the tensor-rate op too: a new p is not a new graph
+    from torch._dynamo.utils import counters
+
+    import dropkit as dk
+
+    class Scheduled(torch.nn.Module):
+        p = 0.1
+
+        def forward(self, x):
+            return dk.dropout(x, self.p, seed=7)
+
+    torch._dynamo.reset()
+    counters.clear()
+    module = Scheduled()
+    compiled = torch.compile(module, backend="eager")
+    x = torch.randn(4, 64)
+    for step in range(6):
+        module.p = 0.1 + 0.03 * step
+        assert torch.equal(compiled(x), dk.dropout(x, module.p, seed=7)), step
+    assert counters["stats"]["unique_graphs"] <= 2  # the first p, then a symbolic one

@@ -27,7 +27,7 @@ import torch
 
 from dropkit.engine import keyed_reference, op
 from dropkit.engine.keyed_reference import WORD_LIMIT, check_keys
-from dropkit.engine.reference import threshold
+from dropkit.engine.reference import lane_threshold
 
 __all__ = ["Keys", "active", "keyed_dropout", "keyed_keep_mask", "keyed_uniform", "mask_keys",
            "regenerated", "take"]
@@ -262,7 +262,7 @@ def _cpu():
 
 
 def _triton():
-    if op._triton_kernels() is None:
+    if op.triton_backend() is None:
         return None
     from dropkit.engine import keyed_triton
 
@@ -288,7 +288,7 @@ def keyed_keep_mask(shape, batch_dim: int | None, p: float, keys: Keys,
     rows, rest = _split(shape, batch_dim)
     m = torch.Size(rest).numel()
     check_keys(keys.seed, keys.step, keys.call, m)
-    t = threshold(p)
+    t = lane_threshold(p)
     flat = None
     if rows * m and device.type == "cpu" and (kernels := _cpu()) is not None:
         flat = kernels.keyed_keep_mask(rows, m, t, keys.seed, keys.step, keys.call, keys.ids)
@@ -310,7 +310,7 @@ def _keyed_dropout_values(x: torch.Tensor, p: float, scale: float, keys: Keys,
     out = None
     if batch_dim in (0, None) and x.numel():
         flat = dense.reshape(rows, -1)
-        t = threshold(p)
+        t = lane_threshold(p)
         if (kernels := _cpu()) is not None and kernels.supports(x):
             out = kernels.keyed_dropout(flat, t, scale, keys.seed, keys.step, keys.call, keys.ids)
         elif x.device.type == "cuda" and (kernels := _triton()) is not None and kernels.supports(x):

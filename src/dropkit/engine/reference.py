@@ -62,6 +62,15 @@ def threshold(p: float) -> int:
     """
     if not 0.0 <= p <= 1.0 or math.isnan(p):
         raise ValueError(f"p must be a probability in [0, 1]; received p={p!r}")
+    return lane_threshold(p)
+
+
+def lane_threshold(p: float) -> int:
+    """``threshold(p)`` for a ``p`` already checked where it entered the library.
+
+    The kernels' entry points use this one: a rate is checked once, at the
+    boundary of the public function that received it, not again per layer.
+    """
     return int(math.floor(p * THRESHOLD_ONE + 0.5))
 
 

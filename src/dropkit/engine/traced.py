@@ -1,4 +1,6 @@
-"""Seed-as-tensor, rate-as-tensor variants of the engine's ops, for code under ``torch.compile``.
+"""Seed-as-tensor, rate-as-tensor variants of the engine's ops: what ``torch.compile`` traces.
+
+``engine.api`` routes every call made under ``torch.compile`` here, whatever its seed.
 
 Eager dropkit draws one seed per call as a Python int (``draw_seed``), which
 needs ``Tensor.item()``: under ``torch.compile`` that is a graph break, and an
@@ -23,7 +25,7 @@ from __future__ import annotations
 import torch
 
 from dropkit.engine import op
-from dropkit.engine.reference import check_seed_offset, threshold
+from dropkit.engine.reference import lane_threshold
 
 
 def draw_seed_tensor() -> torch.Tensor:
@@ -41,6 +43,15 @@ def draw_seed_tensor() -> torch.Tensor:
     return low & (2**63 - 1)
 
 
+def seed_tensor(seed: int) -> torch.Tensor:
+    """An int seed in [0, 2**64) as a 0-dim int64 tensor of its bit pattern.
+
+    By arithmetic, as ``scalar_tensor``: a seed that dynamo has made symbolic
+    stays symbolic rather than pinning the graph.
+    """
+    return torch.zeros((), dtype=torch.int64) + op.as_int64(seed)
+
+
 def scalar_tensor(value) -> torch.Tensor:
     """A 0-dim float64 CPU tensor holding ``value``, a float or a ``torch.SymFloat``.
 
@@ -55,7 +66,7 @@ def scalar_tensor(value) -> torch.Tensor:
 @torch.library.custom_op("dropkit::philox_dropout_tseed", mutates_args=())
 def _dropout_tseed(x: torch.Tensor, p: torch.Tensor, scale: torch.Tensor, seed: torch.Tensor,
                    offset: int) -> torch.Tensor:
-    return op._dropout_impl(x, threshold(p.item()), scale.item(), int(seed.item()), offset)
+    return op.dropout_impl(x, lane_threshold(p.item()), scale.item(), int(seed.item()), offset)
 
 
 @_dropout_tseed.register_fake
@@ -79,7 +90,7 @@ _dropout_tseed.register_autograd(_backward, setup_context=_setup_context)
 @torch.library.custom_op("dropkit::philox_keep_mask_tseed", mutates_args=())
 def _keep_mask_tseed(shape: list[int], p: torch.Tensor, seed: torch.Tensor, offset: int,
                      device: torch.device) -> torch.Tensor:
-    return op._keep_mask_impl(shape, threshold(p.item()), int(seed.item()), offset, device)
+    return op.keep_mask_impl(shape, lane_threshold(p.item()), int(seed.item()), offset, device)
 
 
 @_keep_mask_tseed.register_fake
@@ -88,22 +99,22 @@ def _(shape, p, seed, offset, device):
 
 
 def dropout(x: torch.Tensor, p, scale, seed: torch.Tensor, offset: int = 0):
-    """``engine.dropout`` with the seed a 0-dim int64 tensor in [0, 2**63).
+    """``engine.dropout`` with the seed a 0-dim int64 tensor (the seed's int64 bit pattern).
 
     ``p`` and ``scale``: floats, ``torch.SymFloat``s, or 0-dim float64 tensors.
+    The arguments are checked by ``engine.dropout``, which calls this.
     """
-    check_seed_offset(0, offset, x.numel())
-    return _dropout_tseed(x, _as_tensor(p), _as_tensor(scale), seed, op._as_int64(offset))
+    return _dropout_tseed(x, _as_tensor(p), _as_tensor(scale), seed, op.as_int64(offset))
 
 
 def keep_mask(shape, p, seed: torch.Tensor, offset: int = 0, device=None):
-    """``engine.keep_mask`` with the seed a 0-dim int64 tensor in [0, 2**63).
+    """``engine.keep_mask`` with the seed a 0-dim int64 tensor (the seed's int64 bit pattern).
 
     ``p``: a float, a ``torch.SymFloat``, or a 0-dim float64 tensor.
     """
     shape = [int(s) for s in shape]
     device = torch.device(device) if device is not None else torch.device("cpu")
-    return _keep_mask_tseed(shape, _as_tensor(p), seed, op._as_int64(offset), device)
+    return _keep_mask_tseed(shape, _as_tensor(p), seed, op.as_int64(offset), device)
 
 
 def _as_tensor(value) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from dropkit import engine
-from dropkit.engine import keyed, traced
+from dropkit.engine import keyed
 
 _DROP_PATH_MODES = ("row", "batch")
 
@@ -24,6 +24,8 @@ def _check_p(p: float, name: str = "p") -> float:
     ``math.isfinite(p)`` would pin the graph to its value and recompile it for the
     next one. ``0 <= p <= 1`` also rejects NaN and inf.
     """
+    if type(p) is float and 0.0 <= p <= 1.0:  # the common case, in either mode
+        return p
     if isinstance(p, torch.SymFloat | torch.SymInt) or (
             torch.compiler.is_compiling() and isinstance(p, numbers.Real)
             and not isinstance(p, bool)):
@@ -124,26 +126,13 @@ def _keep_scale(p: float, rescale: bool) -> float:
     return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
 
 
-def _compiling(seed: int | None) -> bool:
-    """True when tracing under torch.compile with a seed to draw.
-
-    Then the seed is drawn as a tensor inside the graph (``engine.traced``):
-    a Python-int seed would cost a graph break and be baked into the graph.
-    """
-    return seed is None and torch.compiler.is_compiling()
-
-
 def _keep_mask(shape: tuple[int, ...], p: float, seed: int | None, device) -> Tensor:
     if seed is None and keyed.active() is not None:
         # a function that has not learned keyed masks: refuse rather than draw an unkeyed one
         raise RuntimeError(
             "This dropkit function does not key its masks by sample yet, so it cannot run "
             "inside dk.mask_keys; call it outside the block or pass seed= explicitly.")
-    if _compiling(seed):
-        return traced.keep_mask(shape, p, traced.draw_seed_tensor(), device=device)
-    if seed is None:
-        seed = engine.draw_seed()
-    return engine.keep_mask(shape, p, seed, device=device)
+    return engine.keep_mask(shape, p, seed, device=device)  # the engine draws a None seed
 
 
 def _apply_mask(x: Tensor, keep: Tensor, scale: float | Tensor, inplace: bool) -> Tensor:

@@ -8,14 +8,13 @@ import torch
 from torch import Tensor
 
 from dropkit import engine
-from dropkit.engine import keyed, traced
+from dropkit.engine import keyed
 from dropkit.functional._checks import (
     _apply_mask,
     _call_keys,
     _check_input,
     _check_p,
     _check_seed,
-    _compiling,
     _keep_mask,
     _keep_scale,
     _keyed_mask_apply,
@@ -90,11 +89,7 @@ def dropout(
     if (keys := _call_keys(seed, x, 0, "dropout")) is not None:
         out = keyed.keyed_dropout(x, p, scale, keys)
         return x.copy_(out) if inplace else out
-    if _compiling(seed):
-        out = traced.dropout(x, p, scale, traced.draw_seed_tensor())
-        return x.copy_(out) if inplace else out
-    if seed is None:
-        seed = engine.draw_seed()
+    # the engine draws a None seed and picks the eager kernel or the traced op
     if not inplace:
         return engine.dropout(x, p, scale, seed)
     return engine.dropout_(x, p, scale, seed)

@@ -22,7 +22,6 @@ from dropkit.functional._checks import (
     _check_mode,
     _check_p,
     _check_seed,
-    _compiling,
     _keep_mask,
     _keep_scale,
 )
@@ -84,11 +83,9 @@ def bias_dropout_add(
     # Inside dk.mask_keys the unfused sequence runs: dropout() keys its mask by
     # sample, step and call (the fused kernel knows only (seed, offset)).
     keyed_here = seed is None and keyed.active() is not None
-    if not training or p == 0.0 or x.numel() == 0 or _compiling(seed) or keyed_here:
+    if not training or p == 0.0 or x.numel() == 0 or keyed_here:
         h = x if bias is None else x + bias
         return residual + dropout(h, p, training, seed=seed)
-    if seed is None:
-        seed = engine.draw_seed()
     return engine.bias_dropout_add(x, bias, residual, p, _keep_scale(p, rescale=True), seed)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dropkit import engine
 from dropkit.engine import keyed
 from dropkit.functional._checks import (
     _apply_mask,
@@ -125,12 +126,13 @@ def _drop_weight(weight: Tensor, p: float, fn: str = "WeightDrop") -> Tensor:
     A weight mask is shared by every sample of the batch, so per-sample keys
     refuse it; a single shared id (``dk.mc.predict(consistent=True)``) keys it.
     """
-    p = _check_p(p)
-    keys = None if p == 0.0 else _call_keys(None, weight, None, fn, shared_reason=(
+    p = _check_p(p)  # the one check: the engine takes the rate as given
+    if p == 0.0:
+        return weight
+    scale = _keep_scale(p, rescale=True)
+    keys = _call_keys(None, weight, None, fn, shared_reason=(
         "its mask is on weights shared by the whole batch (DropConnect), so it cannot be a "
         "function of a sample's id."))
-    if keys is None:
-        from dropkit.functional.dropout import dropout
-
-        return dropout(weight, p, True)
-    return keyed.keyed_dropout(weight, p, _keep_scale(p, rescale=True), keys, batch_dim=None)
+    if keys is None:  # as dk.dropout: an empty weight is returned itself
+        return weight if weight.numel() == 0 else engine.dropout(weight, p, scale)
+    return keyed.keyed_dropout(weight, p, scale, keys, batch_dim=None)
