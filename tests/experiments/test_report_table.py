@@ -14,6 +14,11 @@ from dropkit.experiments.report import print_table, table_strings
 _NUM = re.compile(r"^[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?%?$")
 
 
+def _exp(name: str) -> SimpleNamespace:
+    """What print_table reads of an experiment."""
+    return SimpleNamespace(name=name, table_caption="mean ± std over seeds")
+
+
 def _wide_tables() -> dict[str, list[dict]]:
     """Rows shaped like uncertainty's, batchnorm's and convergence's tables."""
     uncertainty = [
@@ -89,7 +94,7 @@ def _assert_every_number_in_full(out: str, table: list[dict]) -> None:
 def test_every_number_appears_in_full(name, width, tmp_path):
     table = _wide_tables()[name]
     console = Console(file=io.StringIO(), width=width, force_terminal=False)
-    print_table(SimpleNamespace(name=name), table, ["A reading."], tmp_path, console=console)
+    print_table(_exp(name), table, ["A reading."], tmp_path, console=console)
     out = console.file.getvalue()
     _assert_every_number_in_full(out, table)
     assert max(len(line) for line in out.splitlines()) <= width
@@ -98,14 +103,14 @@ def test_every_number_appears_in_full(name, width, tmp_path):
 @pytest.mark.parametrize("name", ["uncertainty", "batchnorm", "convergence"])
 def test_piped_output_shows_every_number(name, tmp_path, capsys):
     table = _wide_tables()[name]
-    print_table(SimpleNamespace(name=name), table, [], tmp_path)  # stdout is a pipe here
+    print_table(_exp(name), table, [], tmp_path)  # stdout is a pipe here
     _assert_every_number_in_full(capsys.readouterr().out, table)
 
 
 def test_a_table_that_fits_stays_a_table(tmp_path):
     table = _wide_tables()["batchnorm"]
     console = Console(file=io.StringIO(), width=120, force_terminal=False)
-    print_table(SimpleNamespace(name="batchnorm"), table, [], tmp_path, console=console)
+    print_table(_exp("batchnorm"), table, [], tmp_path, console=console)
     out = console.file.getvalue()
     # one row per line, its p (0.5) beside its accuracy
     assert re.search(r"cnn1d-bn +before-bn +0\.5 +0\.862 ± 0\.012", out), out
@@ -114,7 +119,7 @@ def test_a_table_that_fits_stays_a_table(tmp_path):
 def test_rows_with_other_columns_get_their_own_table(tmp_path):
     table = _wide_tables()["convergence"]
     console = Console(file=io.StringIO(), width=200, force_terminal=False)
-    print_table(SimpleNamespace(name="convergence"), table, [], tmp_path, console=console)
+    print_table(_exp("convergence"), table, [], tmp_path, console=console)
     out = console.file.getvalue()
     assert out.count("model") == 2  # a header per block
     assert re.search(r"timing: dropkit dropout p=0\.5 +12\.345 +14\.567", out), out

@@ -65,6 +65,16 @@ class Experiment:
     defaults: ClassVar[dict[str, Any]] = {}
     #: the experiment-specific plot's file name (besides ``curves.png``)
     plot_name: ClassVar[str | None] = None
+    #: what the table's cells are, above it in the report and the terminal
+    table_caption: ClassVar[str] = "mean ± std over seeds"
+    #: how the table's numbers were measured, below it in the report
+    table_note: ClassVar[str] = (
+        "Every metric is taken at each run's best validation epoch: the weights of that "
+        "epoch, in eval mode; the test split is read there, once. Accuracies are fractions "
+        "of the split; gap = train acc - test acc; best epoch is the epoch of the best "
+        "validation accuracy and stopped the epoch early stopping ended the run (the "
+        "last epoch's numbers are in results.json as last_*)."
+    )
     #: the measured wall time of the default run, for ``dropkit run NAME --help``
     #: (e.g. "about 1.5 minutes on 2 cores, measured"); empty when not measured
     wall_time: ClassVar[str] = ""

@@ -65,7 +65,7 @@ def print_table(
     narrow = console.width < 100  # an 80-column terminal: the times are in the report
     if narrow:
         hidden.add("seconds")
-    title = f"dropkit run {exp.name}: mean ± std over seeds"
+    title = f"dropkit run {exp.name}: {exp.table_caption}"
     for block in _blocks([{k: v for k, v in r.items() if k not in hidden} for r in table]):
         titles, rows = table_strings(block)
         compact = [[c.replace(" ± ", "±") for c in row] for row in rows]
@@ -223,11 +223,9 @@ def render(
         f"<b>{html.escape(str(config.get('dataset')))}</b>, seeds {config.get('seeds')}.</p>",
         "<h2>Reading</h2><div class='reading'>",
         *(f"<p>{html.escape(p)}</p>" for p in reading),
-        "</div><h2>Results (mean ± std over seeds)</h2>",
+        f"</div><h2>Results ({html.escape(exp.table_caption)})</h2>",
         _html_table(titles, rows),
-        "<p>Accuracies are fractions of the split, measured with the network in eval mode "
-        "after the last epoch; <i>gap</i> = train acc &minus; test acc; <i>best test acc</i> "
-        "is the best epoch's (an optimistic number: it peeks at the test set).</p>",
+        f"<p>{html.escape(exp.table_note)}</p>",
         "<h2>Plots</h2>",
     ]
     for image in images:
