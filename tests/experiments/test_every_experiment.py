@@ -4,6 +4,7 @@ the registry (a new experiment without a case here fails the coverage test)."""
 from __future__ import annotations
 
 import base64
+import html as html_lib
 import json
 import re
 
@@ -77,6 +78,8 @@ def test_a_tiny_run_writes_results_and_a_self_contained_report(name, tiny, tmp_p
         assert data.startswith(b"\x89PNG")
         assert base64.b64encode(data).decode() in html  # embedded, not linked
     assert not re.search(r"""src=(?!['"]?data:)""", html)
+    assert html_lib.escape(registry.get(name).table_note) in html  # how it was measured
+    assert "peeks at the test set" not in html
     assert not list(out.glob(".*.tmp"))
 
 
