@@ -46,7 +46,7 @@ def test_tiny_run_writes_every_output(tiny, tmp_path):
     csv = (out / "results.csv").read_text().splitlines()[0].split(",")
     assert "epochs_to_target" in csv and "seconds_to_target" in csv
     html = (out / "report.html").read_text()
-    assert "target test accuracy" in html and "dropkit run step-time" in html
+    assert "target validation accuracy" in html and "dropkit run step-time" in html
 
 
 @pytest.mark.parametrize(

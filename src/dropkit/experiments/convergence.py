@@ -87,7 +87,7 @@ class Convergence(Experiment):
             dest="target_accuracy",
             type=float,
             default=None,
-            help="target test accuracy for epochs/seconds to target "
+            help="target validation accuracy for epochs/seconds to target "
             "(default 0.60: ~90%% of the unregularized wide MLP's best on "
             "MNIST-1D)",
         )
@@ -212,7 +212,7 @@ class Convergence(Experiment):
         for ax, xlabel in ((ax_e, "epoch"), (ax_s, "wall seconds (training + evaluation)")):
             ax.axhline(target, color="k", lw=0.8, ls=":")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel("test accuracy (mean over seeds)")
+            ax.set_ylabel("validation accuracy (mean over seeds)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="lower right")
         ax_e.set_title(f"Test accuracy against epochs (target {target:g}: dotted)")
@@ -235,7 +235,7 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
     train = _training(records)
     for (model,), runs in group(train, ("model",)).items():
         base = [r for r in runs if r["regularizer"] == "none"]
-        text = [f"For {model} the target test accuracy is {percent(target)}."]
+        text = [f"For {model} the target validation accuracy is {percent(target)}."]
         if base:
             e0 = nanmean([r["epochs_to_target"] for r in base])
             s0 = nanmean([r["seconds_to_target"] for r in base])
@@ -259,8 +259,9 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
                 step_ratio = t / t0 if t0 > 0 else math.nan
                 if n == 0:
                     text.append(
-                        f"With {impl} dropout p = {p:g} it never reaches the target in "
-                        f"{plural(rs[0]['epochs'], 'epoch')} (final test accuracy "
+                        f"With {impl} dropout p = {p:g} it never reaches the target before "
+                        f"early stopping or its budget of {plural(rs[0]['epochs'], 'epoch')} "
+                        "(test accuracy at its best validation epoch "
                         f"{percent(nanmean([r['test_acc'] for r in rs]))})."
                     )
                     continue
