@@ -3,6 +3,8 @@ validation epoch; the fitting regimes; and the compare reading built on them."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,22 @@ def test_seeds_without_a_majority_are_called_mixed():
     assert "mixed signs across its seeds (overfitting in 1, lacking capacity in 1, " \
         "neither in 1)" in sentence
     assert fit.diagnose(runs[:1] + runs[:1] + runs[1:2]).regime == "overfitting"
+
+
+def test_the_report_flags_runs_cut_by_their_budget(tiny, tmp_path):
+    """Whatever the experiment's own reading, runs that ended at the budget while
+    still improving are named as such in the report."""
+    from dropkit.experiments.runner import budget_warning, run_experiment
+
+    out = run_experiment(
+        "sweep-p", out=tmp_path / "s", quiet=True,
+        **{**tiny, "models": ["tutorial-mlp"], "p": [0.0], "patience": 5},
+    )
+    doc = json.loads((out / "results.json").read_text())
+    assert all(r["stopped_by"] == "budget" for r in doc["runs"])  # 2 epochs < patience 5
+    html = (out / "report.html").read_text()
+    assert "Budget: 2 of 2 runs ended at the epoch budget (2) before validation accuracy " \
+        "had gone 5 epochs without improving" in html
+    stopped = [dict(r, stopped_by="patience") for r in doc["runs"]]
+    assert budget_warning(stopped) == []
+    assert budget_warning([dict(r, patience=None) for r in doc["runs"]]) == []

