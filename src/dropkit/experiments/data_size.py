@@ -92,7 +92,7 @@ class DataSize(Experiment):
         )
         ax.set_xscale("log")
         ax.set_xlabel("training examples (log scale)")
-        ax.set_ylabel("test accuracy (last epoch)")
+        ax.set_ylabel("test accuracy (best validation epoch)")
         ax.set_title("Test accuracy against training set size")
         gains = gain_rows(records)
         for (model, reg, p), rows in group(gains, ("model", "regularizer", "p")).items():

@@ -239,7 +239,7 @@ class DropPathDepth(Experiment):
         depth = records[0]["depth"] if records else "?"
         ax_acc.set_title(f"resmlp, {depth} blocks: accuracy against max DropPath rate")
         ax_acc.set_xlabel("max DropPath rate")
-        ax_acc.set_ylabel("accuracy (eval mode, last epoch)")
+        ax_acc.set_ylabel("accuracy (eval mode, best validation epoch)")
         ax_loss.set_title("Final train loss / its starting value")
         ax_loss.set_xlabel("max DropPath rate")
         ax_loss.set_ylabel("loss ratio (lower = learned more)")

@@ -120,7 +120,7 @@ class Recurrent(Experiment):
         )
         ax.axhline(0.91, color="grey", ls=":", lw=1, label="MNIST-1D paper's GRU (91%)")
         ax.tick_params(axis="x", labelsize=8)
-        ax.set_ylabel("accuracy (eval mode, last epoch)")
+        ax.set_ylabel("accuracy (eval mode, best validation epoch)")
         ax.set_title(
             "GRU on MNIST-1D: train vs test accuracy per dropout variant (mean ± std over seeds)",
             fontsize=10,

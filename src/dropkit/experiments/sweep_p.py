@@ -65,7 +65,7 @@ class SweepP(Experiment):
             )
         ax_acc.set_title(f"Accuracy against p on {config['dataset']} (mean ± std over seeds)")
         ax_acc.set_xlabel("drop probability p")
-        ax_acc.set_ylabel("accuracy (eval mode, last epoch)")
+        ax_acc.set_ylabel("accuracy (eval mode, best validation epoch)")
         ax_gap.set_title("Generalization gap (train - test accuracy)")
         ax_gap.set_xlabel("drop probability p")
         ax_gap.set_ylabel("gap")
