@@ -98,8 +98,12 @@ def _record(train, val, *, stopped_by="patience", rise=0.0, seed=0, reg="none", 
 @pytest.mark.parametrize(
     "record, regime",
     [
-        (_record(0.70, 0.65, stopped_by="budget"), "under-trained"),
-        (_record(0.99, 0.70, stopped_by="budget"), "under-trained"),
+        # budget stops: under-trained only while validation was still improving
+        # (_record's runs stop at epoch 60)
+        (_record(0.70, 0.65, stopped_by="budget", best=58), "under-trained"),
+        (_record(0.99, 0.70, stopped_by="budget", best=55), "under-trained"),
+        (_record(0.99, 0.70, stopped_by="budget", best=5), "overfitting"),  # levelled off
+        (_record(0.70, 0.66, stopped_by="budget", best=10), "under-capacity"),
         (_record(0.99, 0.70), "overfitting"),
         (_record(0.79, 0.60), "overfitting"),
         (_record(0.70, 0.66), "under-capacity"),
@@ -113,8 +117,9 @@ def test_regimes(record, regime):
 
 
 def test_a_budget_artefact_is_never_called_underfitting():
-    records = [_record(0.70, 0.62, stopped_by="budget", seed=s) for s in range(3)] + [
-        _record(0.55, 0.52, stopped_by="budget", seed=s, reg="dropout", p=0.5) for s in range(3)
+    records = [_record(0.70, 0.62, stopped_by="budget", seed=s, best=59) for s in range(3)] + [
+        _record(0.55, 0.52, stopped_by="budget", seed=s, reg="dropout", p=0.5, best=60)
+        for s in range(3)
     ]
     text = compare_reading(records)[0]
     assert "under-trained" in text and "budget artefact" in text
@@ -188,8 +193,17 @@ def test_the_report_flags_runs_cut_by_their_budget(tiny, tmp_path):
     doc = json.loads((out / "results.json").read_text())
     assert all(r["stopped_by"] == "budget" for r in doc["runs"])  # 2 epochs < patience 5
     html = (out / "report.html").read_text()
-    assert "Budget: 2 of 2 runs ended at the epoch budget (2) before validation accuracy " \
-        "had gone 5 epochs without improving" in html
+    assert "Budget: 2 of 2 runs ended at the epoch budget (2) with validation accuracy " \
+        "still improving" in html
     stopped = [dict(r, stopped_by="patience") for r in doc["runs"]]
     assert budget_warning(stopped) == []
     assert budget_warning([dict(r, patience=None) for r in doc["runs"]]) == []
+
+
+def test_repeated_values_are_one_line_errors_and_leave_nothing(tiny, tmp_path, monkeypatch):
+    from dropkit.experiments.runner import ConfigError, run_experiment
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="a value is repeated"):
+        run_experiment(quiet=True, **{**tiny, "p": [0.5, 0.5]})
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -10,7 +10,9 @@ the same whichever backend ran them and in whichever order they finished.
 - ``local`` with ``workers=N``: N spawned processes (spawn, not fork: a forked
   child of a process that has run torch's thread pools can hang).
 - ``ray``: one Ray task per run on a cluster (``address``) or on a Ray started
-  here on ``workers`` CPUs. The nodes need the same dropkit and torch installed.
+  here for ``workers`` runs at a time (``workers x threads`` CPUs). The nodes
+  need the same dropkit and torch installed, and a task needs ``threads`` CPUs
+  on one node.
 """
 
 from __future__ import annotations
@@ -180,8 +182,8 @@ def run_ray(
 ) -> None:
     """Run ``todo`` as Ray tasks (one CPU each x ``threads``); ``on_done`` as each finishes.
 
-    ``address`` None starts a local Ray with ``workers`` CPUs (and stops it at the
-    end); otherwise it is passed to ``ray.init`` (``"auto"``, ``"host:6379"`` or
+    ``address`` None starts a local Ray with ``workers x threads`` CPUs (and stops
+    it at the end); otherwise it is passed to ``ray.init`` (``"auto"``, ``"host:6379"`` or
     ``"ray://host:10001"``). If Ray is already initialised in this process, that
     instance is used as it is.
     """
@@ -195,7 +197,9 @@ def run_ray(
     started = False
     if not ray.is_initialized():
         if address is None:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            # ``workers`` runs at a time, each on ``threads`` CPUs (a task asking for
+            # more CPUs than the cluster has would wait forever)
+            ray.init(num_cpus=workers * threads, include_dashboard=False, log_to_driver=False)
         else:
             ray.init(address=address, log_to_driver=False)
         started = True

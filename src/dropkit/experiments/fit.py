@@ -108,11 +108,31 @@ class Fit:
         )
 
 
+def still_improving(record: dict[str, Any]) -> bool:
+    """Did ``record`` end at its budget with validation accuracy still improving?
+
+    A run that stopped at its budget counts as still improving when its best
+    validation epoch lies in the last stretch of the run: within ``patience``
+    epochs of the end, but never more than a fifth of the run (at least 5
+    epochs). A run whose validation accuracy peaked long before the budget
+    (possible when ``patience`` is larger than the budget, or None) has
+    levelled off and is read like any other.
+    """
+    if record.get("stopped_by") != "budget":
+        return False
+    stopped = int(record.get("stopped_epoch") or 0)
+    best = int(record.get("best_epoch") or 0)
+    window = max(5, stopped // 5)
+    if record.get("patience"):
+        window = min(window, int(record["patience"]))
+    return best > stopped - window
+
+
 def run_regime(record: dict[str, Any]) -> str:
     """The regime of one run (see the module docstring)."""
     if record.get("diverged") or record.get("stopped_by") == "diverged":
         return "diverged"
-    if record.get("stopped_by") == "budget":
+    if still_improving(record):
         return "under-trained"
     gap = record["train_acc"] - record["val_acc"]
     if gap >= OVERFIT_GAP:

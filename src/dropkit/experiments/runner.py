@@ -267,7 +267,13 @@ def run_experiment(
         raise ConfigError(str(e)) from None
     keys = [s.key for s in specs]
     if len(set(keys)) != len(keys):
-        raise RuntimeError(f"experiment {experiment!r} planned two runs with the same key")
+        if resume is None and out is None:
+            out_dir.rmdir()
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        raise ConfigError(
+            f"Two planned runs are the same ({twice[0]}): a value is repeated in the "
+            "options (--models, --regularizers, --p, ...)."
+        )
 
     device = resolve_device(str(config["device"]))
     threads = int(config["threads"] or default_threads())
@@ -375,8 +381,10 @@ def budget_warning(records: Sequence[dict[str, Any]]) -> list[str]:
     """A paragraph when runs ended at their epoch budget while validation accuracy was
     still improving: whatever the experiment's reading says, their numbers may show
     the budget rather than the method. Empty when every run stopped on its own."""
+    from dropkit.experiments.fit import still_improving
+
     # patience None: a fixed budget by design (the run never stops early)
-    cut = [r for r in records if r.get("stopped_by") == "budget" and r.get("patience")]
+    cut = [r for r in records if r.get("patience") and still_improving(r)]
     if not cut:
         return []
     from dropkit.experiments.wording import plural
@@ -385,10 +393,10 @@ def budget_warning(records: Sequence[dict[str, Any]]) -> list[str]:
     patience = " or ".join(str(p) for p in sorted({int(r["patience"]) for r in cut}))
     return [
         f"Budget: {len(cut)} of {plural(len(records), 'run')} ended at the epoch budget "
-        f"({budgets}) before validation accuracy had gone {patience} epochs without "
-        "improving, so they are under-trained by this protocol's test: their numbers may "
-        "show the budget rather than the method. Raise --epochs (or lower --patience) to "
-        "see where they level off."
+        f"({budgets}) with validation accuracy still improving (their best epoch among "
+        f"the last, and no {patience} epochs without improvement), so they are "
+        "under-trained by this protocol's test: their numbers may show the budget rather "
+        "than the method. Raise --epochs to see where they level off."
     ]
 
 
