@@ -11,25 +11,14 @@ counters per sample); the target is a ratio of at most 1.2.
 """
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
 
 from dropkit import engine
+from dropkit.bench import cpu_name
 from dropkit.engine import keyed
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -37,7 +26,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--numel", type=int, default=16 * 2**20)
     args = parser.parse_args()
-    print(f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(f"{'shape':>16} {'unkeyed ms':>11} {'keyed ms':>9} {'ratio':>6}")
     x = torch.randn(args.numel)
     for rows in (64, args.numel // 256, args.numel // 16):

@@ -119,7 +119,6 @@ def run_processes(
     threads: int,
     workers: int,
     on_done: OnDone,
-    stop_after: int | None = None,
 ) -> None:
     """Run ``todo`` on ``workers`` spawned processes; ``on_done`` as each finishes."""
     import multiprocessing
@@ -132,7 +131,6 @@ def run_processes(
         initializer=_init_worker,
         initargs=(threads, loaders),
     )
-    finished = 0
     try:
         pending = {pool.submit(execute, experiment, config, s, threads): s for s in todo}
         while pending:
@@ -140,9 +138,6 @@ def run_processes(
             for future in done:
                 spec = pending.pop(future)
                 on_done(spec, future.result())
-                finished += 1
-                if stop_after is not None and finished >= stop_after:
-                    return
     finally:
         # on an interruption or error: drop what has not started and stop the workers
         processes = list((getattr(pool, "_processes", None) or {}).values())
@@ -178,7 +173,6 @@ def run_ray(
     workers: int,
     address: str | None,
     on_done: OnDone,
-    stop_after: int | None = None,
 ) -> None:
     """Run ``todo`` as Ray tasks (one CPU each x ``threads``); ``on_done`` as each finishes.
 
@@ -207,16 +201,12 @@ def run_ray(
         remote = ray.remote(num_cpus=threads, max_retries=0)(_ray_execute)
         loaders = _registered_loaders(todo)
         pending = {remote.remote(experiment, config, s, threads, loaders): s for s in todo}
-        finished = 0
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     spec = pending.pop(ref)
                     on_done(spec, ray.get(ref))
-                    finished += 1
-                    if stop_after is not None and finished >= stop_after:
-                        return
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

@@ -88,3 +88,17 @@ def pct(x: float) -> str:
 def variant_label(r: dict[str, Any], _records: Any = None) -> str:
     """``none``, or ``<variant> p=<p>``: the curve label of the variant experiments."""
     return r["variant"] if r["variant"] == "none" else f"{r['variant']} p={r['p']:g}"
+
+
+def add_impl_option(group: Any) -> None:
+    """``--impl torch,dropkit``, shared by convergence and step-time.
+
+    The ``dropkit run`` parser holds every experiment's options and each flag
+    once: whichever of the two experiments registers first declares it.
+    """
+    if "--impl" not in group._option_string_actions:
+        group.add_argument(
+            "--impl",
+            default=None,
+            help="dropout implementation(s), comma-separated: torch, dropkit (default: both)",
+        )

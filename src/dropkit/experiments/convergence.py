@@ -33,7 +33,12 @@ from typing import Any
 from torch import nn
 
 from dropkit.experiments import models, plan, regularizers
-from dropkit.experiments.claims_util import choices, first_reaching, nanmean
+from dropkit.experiments.claims_util import (
+    add_impl_option,
+    choices,
+    first_reaching,
+    nanmean,
+)
 from dropkit.experiments.plan import model_settings
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import group, mean_std
@@ -74,14 +79,7 @@ class Convergence(Experiment):
 
     @classmethod
     def add_arguments(cls, group) -> None:
-        # --impl means here what it means for step-time; the `dropkit run` parser
-        # holds every experiment's options and each flag once: whoever comes first declares it.
-        if "--impl" not in group._option_string_actions:
-            group.add_argument(
-                "--impl",
-                default=None,
-                help="dropout implementation(s), comma-separated: torch, dropkit (default: both)",
-            )
+        add_impl_option(group)  # what it means for step-time
         group.add_argument(
             "--target-accuracy",
             dest="target_accuracy",

@@ -330,10 +330,7 @@ def run_experiment(
             else:
                 for spec in todo:
                     bar.start_run(spec.key, spec.epochs)
-                    record = backends.execute(experiment, config, spec, threads, bar.epoch)
-                    records.append(record)
-                    save("complete" if len(records) == len(specs) else "running")
-                    bar.run_done(spec.key, run_summary(record))
+                    on_done(spec, backends.execute(experiment, config, spec, threads, bar.epoch))
     except KeyboardInterrupt:
         save("interrupted")
         print(

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dropkit.experiments.claims_util import choices
+from dropkit.experiments.claims_util import add_impl_option, choices
 from dropkit.experiments.plan import as_list
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.train import RunSpec
@@ -145,14 +145,7 @@ class StepTime(Experiment):
 
     @classmethod
     def add_arguments(cls, group) -> None:
-        # --impl means here what it means for convergence; the `dropkit run` parser
-        # holds every experiment's options and each flag once: whoever comes first declares it.
-        if "--impl" not in group._option_string_actions:
-            group.add_argument(
-                "--impl",
-                default=None,
-                help="dropout implementation(s), comma-separated: torch, dropkit (default: both)",
-            )
+        add_impl_option(group)  # what it means for convergence
         group.add_argument(
             "--shapes",
             default=None,
