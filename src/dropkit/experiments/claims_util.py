@@ -81,10 +81,6 @@ def nanmean(values: Sequence[float | None]) -> float:
     return sum(v) / len(v) if v else math.nan
 
 
-def pct(x: float) -> str:
-    return "n/a" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
-
-
 def variant_label(r: dict[str, Any], _records: Any = None) -> str:
     """``none``, or ``<variant> p=<p>``: the curve label of the variant experiments."""
     return r["variant"] if r["variant"] == "none" else f"{r['variant']} p={r['p']:g}"
