@@ -167,6 +167,33 @@ def test_shared_mask_layers_refuse_enlarged_batch():
     assert seen == [False, False]
 
 
+@pytest.mark.parametrize(
+    "layer, shares",
+    [
+        (dk.DropPath(0.5, mode="batch"), True),
+        (dk.StochasticDepth(0.5, "batch"), True),
+        (dk.ResidualDropPath(nn.Linear(10, 10), 0.5, mode="batch"), True),
+        (dk.EmbeddingDropout(nn.Embedding(10, 10), 0.5), True),
+        (dk.DropPath(0.5), False),
+        (dk.ResidualDropPath(nn.Linear(10, 10), 0.5), False),
+        (dk.LockedDropout(0.5, batch_first=True), False),
+        (nn.Dropout(0.5), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, nn.Module) else str(v),
+)
+def test_enlarged_batch_is_refused_exactly_for_batch_shared_masks(layer, shares):
+    # The rule is the layer's own DropoutLayer.shares_mask_across_batch (torch's: False).
+    model = nn.Sequential(layer, nn.Flatten())
+    tokens = isinstance(layer, dk.EmbeddingDropout)
+    x = torch.randint(0, 10, (4, 1)) if tokens else torch.randn(4, 10)
+    if shares:
+        with pytest.raises(ValueError, match=f"{type(layer).__name__} draws one mask"):
+            dk.mc.predict(model, x, samples=4, batch_size=16)
+    else:
+        assert dk.mc.predict(model, x, samples=4, batch_size=16).mean.shape == (4, 10)
+    dk.mc.predict(model, x, samples=2)  # the per-sample loop takes every layer
+
+
 def test_outputs_and_dropkit_layers():
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -255,6 +282,12 @@ def test_is_dropout_layer_covers_every_dropkit_layer_and_torch_dropout():
         pass
 
     assert dk.mc.is_dropout_layer(MyDropout(0.1))
+
+    class MyLayer(dk.DropoutLayer):  # a user's layer on dropkit's base counts too
+        def forward(self, x):
+            return x
+
+    assert dk.mc.is_dropout_layer(MyLayer()) and issubclass(MyLayer, dk.mc.DROPOUT_TYPES)
     assert dk.mc.is_dropout(nn.ReLU(), extra_types=(nn.ReLU,))
 
 

@@ -39,6 +39,7 @@ from dropkit.layers import (
     Dropout1d,
     Dropout2d,
     Dropout3d,
+    DropoutLayer,
     DropPath,
     EmbeddingDropout,
     FeatureAlphaDropout,
@@ -101,4 +102,4 @@ __all__ += [
     "DropoutSchedule",
 ]
 __all__ += ["residual_drop_path", "ResidualDropPath", "bias_dropout_add", "BiasDropoutAdd"]
-__all__ += ["mask_keys"]
+__all__ += ["mask_keys", "DropoutLayer"]

@@ -30,8 +30,7 @@ from torch import Tensor, nn
 import dropkit.layers
 from dropkit.engine import draw_seed
 from dropkit.engine.keyed import mask_keys
-from dropkit.layers.droppath import DropPath
-from dropkit.layers.recurrent import EmbeddingDropout, WeightDrop
+from dropkit.layers.base import DropoutLayer
 
 __all__ = [
     "DROPOUT_TYPES",
@@ -45,18 +44,20 @@ __all__ = [
     "restore_modes",
 ]
 
-#: The module types switched to training mode by :func:`enable`: torch's
-#: ``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout`` and
-#: ``FeatureAlphaDropout`` (their common base class, which dropkit's versions of
-#: those subclass) and every ``nn.Module`` that :mod:`dropkit.layers` exports.
-#: Derived from the package, so a new dropkit layer is covered without a list to
-#: keep up to date.
+#: The module types switched to training mode by :func:`enable`, for
+#: ``isinstance``: torch's dropout base class (of ``nn.Dropout``,
+#: ``Dropout1d/2d/3d``, ``AlphaDropout``, ``FeatureAlphaDropout``, and of
+#: users' subclasses of them) and dropkit's :class:`~dropkit.DropoutLayer`.
+#: These two decide; the layer classes :mod:`dropkit.layers` exports follow
+#: (each a ``DropoutLayer``, so they change no ``isinstance`` answer), for code
+#: that enumerates the family, in the package's order.
 DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.dropout._DropoutNd,
-    *dict.fromkeys(  # unique (DropConnect is WeightDrop), in the package's order
+    DropoutLayer,
+    *dict.fromkeys(  # unique (DropConnect is WeightDrop)
         cls
         for cls in (getattr(dropkit.layers, name) for name in dropkit.layers.__all__)
-        if isinstance(cls, type) and issubclass(cls, nn.Module)
+        if isinstance(cls, type) and issubclass(cls, DropoutLayer) and cls is not DropoutLayer
     ),
 )
 
@@ -65,9 +66,10 @@ def is_dropout_layer(module: nn.Module) -> bool:
     """Whether ``module`` is a dropout-family layer: random in training mode,
     deterministic in eval mode.
 
-    The one rule of the library (MC dropout, the experiments): an instance of
-    torch's dropout base class or of a layer :mod:`dropkit.layers` exports
-    (:data:`DROPOUT_TYPES`), subclasses included.
+    The one rule of the library (MC dropout, the schedules, the experiments):
+    an instance of :class:`~dropkit.DropoutLayer` (every dropkit layer, and
+    yours if it derives from it) or of torch's dropout base class (torch's
+    ``nn.Dropout*``, ``AlphaDropout``, ``FeatureAlphaDropout``).
     """
     return isinstance(module, DROPOUT_TYPES)
 
@@ -167,12 +169,12 @@ class MCPrediction:
     samples: Tensor | None = None
 
 
-def _shares_mask_across_batch(m: nn.Module) -> bool:
-    # These draw one mask for the whole batch, so stacked copies of the input
-    # would all see the same mask: the samples would not be independent.
-    return isinstance(m, WeightDrop | EmbeddingDropout) or (
-        isinstance(m, DropPath) and m.mode == "batch"
-    )
+def _shares_mask_across_batch(module: nn.Module) -> bool:
+    # Stacked copies of the input would all see such a layer's one mask: the
+    # samples would not be independent. The layer says so itself
+    # (DropoutLayer.shares_mask_across_batch); torch's dropout layers draw per
+    # element or per (sample, channel).
+    return isinstance(module, DropoutLayer) and bool(module.shares_mask_across_batch)
 
 
 def _to_probs(out: Tensor, output: str, class_dim: int) -> Tensor:
@@ -230,8 +232,9 @@ def predict(
             ``x`` run as one enlarged batch (faster where memory allows; each
             row gets its own masks); with ``batch_size < len(x)``, ``x`` is
             split into chunks. Models with layers that share one mask across
-            the batch (``WeightDrop``, ``EmbeddingDropout``,
-            ``DropPath(mode="batch")``) cannot be enlarged and raise.
+            the batch (``DropoutLayer.shares_mask_across_batch``: ``WeightDrop``,
+            ``EmbeddingDropout``, ``DropPath``/``ResidualDropPath`` with
+            ``mode="batch"``) cannot be enlarged and raise.
         output: what the model returns: ``"logits"`` (softmax applied),
             ``"probs"`` or ``"log_probs"``.
         class_dim: the class dimension of the output. Default: 1.

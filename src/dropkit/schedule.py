@@ -21,7 +21,7 @@ from torch import nn
 
 from dropkit.functional import _check_p
 from dropkit.layers.concrete import ConcreteDropout
-from dropkit.mc import DROPOUT_TYPES
+from dropkit.mc import is_dropout_layer
 
 __all__ = ["DropoutSchedule", "MODES", "SHAPES"]
 
@@ -38,7 +38,7 @@ _SKIP_REASONS: dict[type[nn.Module], str] = {
 def _why_not_scheduled(module: nn.Module) -> str | None:
     """``None`` for a layer the schedule scales, else the reason it leaves it alone.
 
-    The rule: a dropout-family layer (:data:`dropkit.mc.DROPOUT_TYPES`, the one
+    The rule: a dropout-family layer (:func:`dropkit.mc.is_dropout_layer`, the one
     definition of the library) whose ``p``, the drop probability by the
     family's convention, is a plain attribute. A ``p`` computed by a property
     (ConcreteDropout's learned rate) is not a configuration to scale.
@@ -106,9 +106,9 @@ class DropoutSchedule:
     (:func:`dropkit.drop_path_rates`), are kept. ``shape`` applies to
     ``"early"`` only: late dropout switches on at ``until``, as in the paper.
 
-    Scaled: every dropout-family layer (:data:`dropkit.mc.DROPOUT_TYPES`:
+    Scaled: every dropout-family layer (:func:`dropkit.mc.is_dropout_layer`:
     torch's ``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout``,
-    ``FeatureAlphaDropout``, and every layer :mod:`dropkit.layers` exports)
+    ``FeatureAlphaDropout``, and every :class:`~dropkit.DropoutLayer`)
     whose ``p`` is a plain attribute. By the family's convention ``p`` is a
     drop probability, so scaling it is meaningful for all of them: for
     ``DropPath``/``StochasticDepth`` the branch's drop rate, for
@@ -181,7 +181,7 @@ class DropoutSchedule:
         skipped: dict[str, str] = {}
         # named_modules() yields a module used in two places once, under its first name.
         for name, module in model.named_modules():
-            if not isinstance(module, DROPOUT_TYPES):
+            if not is_dropout_layer(module):
                 continue
             reason = _why_not_scheduled(module)
             if reason is None:

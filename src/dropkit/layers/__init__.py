@@ -1,5 +1,7 @@
-"""``nn.Module`` holders of dropkit's functionals, one file per family."""
+"""``nn.Module`` holders of dropkit's functionals, one file per family, all deriving
+from :class:`DropoutLayer`."""
 
+from dropkit.layers.base import DropoutLayer
 from dropkit.layers.concrete import ConcreteDropout, concrete_regularization
 from dropkit.layers.dropblock import DropBlock2d, DropBlock3d, LinearScheduler, dropblock_schedule
 from dropkit.layers.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
@@ -25,4 +27,5 @@ __all__ += [
     "concrete_regularization",
     "ResidualDropPath",
     "BiasDropoutAdd",
+    "DropoutLayer",
 ]

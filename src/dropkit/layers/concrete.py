@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from dropkit import functional as F
+from dropkit.layers.base import DropoutLayer
 
 __all__ = ["ConcreteDropout", "concrete_regularization"]
 
@@ -25,7 +26,7 @@ def _check_positive(value: float, name: str, allow_zero: bool = True) -> float:
     return float(value)
 
 
-class ConcreteDropout(nn.Module):
+class ConcreteDropout(DropoutLayer):
     r"""Dropout whose rate :math:`p = \sigma(\ell)` is a parameter, learned with the model.
 
     .. math::

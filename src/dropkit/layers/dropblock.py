@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from dropkit import functional as F
 from dropkit.functional.dropblock import _check_eps, drop_block2d, drop_block3d
+from dropkit.layers.base import DropoutLayer
 
 __all__ = ["DropBlock2d", "DropBlock3d", "dropblock_schedule", "LinearScheduler"]
 
@@ -27,7 +28,7 @@ torch.fx.wrap("drop_block2d")
 torch.fx.wrap("drop_block3d")
 
 
-class _DropBlockNd(nn.Module):
+class _DropBlockNd(DropoutLayer):
     """Validates the configuration once and owns ``extra_repr``.
 
     The arguments are torchvision's ``DropBlock2d(p, block_size, inplace=False,

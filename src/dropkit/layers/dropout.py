@@ -2,7 +2,8 @@
 :func:`dropkit.functional.dropout` and its channel variants.
 
 Drop-in replacements for ``torch.nn.Dropout`` / ``Dropout1d/2d/3d``: each is
-a *subclass* of torch's class (so ``isinstance(m, nn.Dropout)`` finds it), with
+a *subclass* of torch's class (so ``isinstance(m, nn.Dropout)`` finds it), and of
+:class:`~dropkit.layers.DropoutLayer` after it, with
 the same constructor, accepted shapes, warnings, errors and train/eval
 semantics; the masks come from dropkit's Philox mask engine, and backward
 keeps no mask alive. dropkit's extras (``inverted``) are keyword-only.
@@ -13,9 +14,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from dropkit import functional as F
+from dropkit.layers.base import DropoutLayer
 
 
-class Dropout(nn.Dropout):
+class Dropout(nn.Dropout, DropoutLayer):
     r"""Zero each element with probability ``p`` during training.
 
     .. math::
@@ -59,7 +61,7 @@ class Dropout(nn.Dropout):
         return f"{super().extra_repr()}, inverted={self.inverted}"
 
 
-class Dropout1d(nn.Dropout1d):
+class Dropout1d(nn.Dropout1d, DropoutLayer):
     r"""Zero whole channels of a 1D signal: :math:`y_{n,c,:} = m_{n,c}\,x_{n,c,:}/(1-p)`.
 
     Adjacent positions of a conv feature map are strongly correlated, so
@@ -87,7 +89,7 @@ class Dropout1d(nn.Dropout1d):
         return F.dropout1d(input, self.p, self.training, self.inplace)
 
 
-class Dropout2d(nn.Dropout2d):
+class Dropout2d(nn.Dropout2d, DropoutLayer):
     r"""Zero whole channels of a 2D map: :math:`y_{n,c,:,:} = m_{n,c}\,x_{n,c,:,:}/(1-p)`.
 
     Args:
@@ -112,7 +114,7 @@ class Dropout2d(nn.Dropout2d):
         return F.dropout2d(input, self.p, self.training, self.inplace)
 
 
-class Dropout3d(nn.Dropout3d):
+class Dropout3d(nn.Dropout3d, DropoutLayer):
     r"""Zero whole channels of a 3D volume: :math:`y_{n,c} = m_{n,c}\,x_{n,c}/(1-p)`.
 
     Args:

@@ -10,10 +10,11 @@ scale_by_keep=True)``), :class:`StochasticDepth` torchvision's
 from __future__ import annotations
 
 import torch.fx
-from torch import Tensor, nn
+from torch import Tensor
 
 from dropkit import functional as F
 from dropkit.functional.droppath import drop_path
+from dropkit.layers.base import DropoutLayer
 
 # torch.fx (torchvision's feature extraction, FX quantisation) records the
 # functional as one leaf node instead of tracing into its argument checks,
@@ -21,7 +22,7 @@ from dropkit.functional.droppath import drop_path
 torch.fx.wrap("drop_path")
 
 
-class DropPath(nn.Module):
+class DropPath(DropoutLayer):
     r"""Drop a residual branch per sample: ``x + DropPath(p)(f(x))``.
 
     .. math::
@@ -89,6 +90,11 @@ class DropPath(nn.Module):
     @drop_prob.setter
     def drop_prob(self, value: float) -> None:
         self.p = F._check_p(value, "drop_prob")
+
+    @property
+    def shares_mask_across_batch(self) -> bool:
+        """``mode == "batch"``: one decision for the whole batch."""
+        return self.mode == "batch"
 
     def forward(self, x: Tensor) -> Tensor:
         return drop_path(x, self.p, self.training, scale_by_keep=self.scale_by_keep, mode=self.mode)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from dropkit import functional as F
+from dropkit.layers.base import DropoutLayer
 
 __all__ = ["GaussianDropout", "AlphaDropout", "FeatureAlphaDropout"]
 
 
-class GaussianDropout(nn.Module):
+class GaussianDropout(DropoutLayer):
     r"""Multiply by Gaussian noise :math:`\mathcal{N}(1, p/(1-p))` during training.
 
     .. math::
@@ -52,7 +53,7 @@ class GaussianDropout(nn.Module):
         return f"p={self.p}"
 
 
-class AlphaDropout(nn.AlphaDropout):
+class AlphaDropout(nn.AlphaDropout, DropoutLayer):
     r"""Dropout for SELU networks: keeps mean 0 and variance 1.
 
     .. math::
@@ -88,7 +89,7 @@ class AlphaDropout(nn.AlphaDropout):
         return F.alpha_dropout(input, self.p, self.training, self.inplace)
 
 
-class FeatureAlphaDropout(nn.FeatureAlphaDropout):
+class FeatureAlphaDropout(nn.FeatureAlphaDropout, DropoutLayer):
     r"""Alpha dropout of whole channels, for SELU conv networks.
 
     .. math::

@@ -18,11 +18,12 @@ from torch.func import functional_call
 
 from dropkit import functional as F
 from dropkit.functional.recurrent import _drop_weight
+from dropkit.layers.base import DropoutLayer
 
 __all__ = ["LockedDropout", "EmbeddingDropout", "WeightDrop", "DropConnect"]
 
 
-class LockedDropout(nn.Module):
+class LockedDropout(DropoutLayer):
     r"""Variational dropout: one mask per sequence, shared over all time steps.
 
     .. math::
@@ -63,7 +64,7 @@ class LockedDropout(nn.Module):
         return f"p={self.p}, batch_first={self.batch_first}"
 
 
-class EmbeddingDropout(nn.Module):
+class EmbeddingDropout(DropoutLayer):
     r"""Drop whole word vectors: rows of an embedding matrix, the same for the whole batch.
 
     .. math::
@@ -88,6 +89,9 @@ class EmbeddingDropout(nn.Module):
         >>> emb = dropkit.EmbeddingDropout(nn.Embedding(10000, 400), p=0.1)
         >>> vectors = emb(tokens)          # (T, N) -> (T, N, 400)
     """
+
+    # One keep decision per vocabulary row, for every occurrence in the batch.
+    shares_mask_across_batch = True
 
     def __init__(self, embedding: nn.Embedding, p: float = 0.1) -> None:
         super().__init__()
@@ -117,7 +121,7 @@ class EmbeddingDropout(nn.Module):
         return f"p={self.p}"
 
 
-class WeightDrop(nn.Module):
+class WeightDrop(DropoutLayer):
     r"""Drop the *weights* of a wrapped module (DropConnect), fresh mask every call.
 
     .. math::
@@ -159,6 +163,9 @@ class WeightDrop(nn.Module):
     Reference: Wan et al., "Regularization of Neural Networks using
     DropConnect", ICML 2013; Merity et al., ICLR 2018.
     """
+
+    # One weight mask per forward call, seen by every sample of the batch.
+    shares_mask_across_batch = True
 
     def __init__(
         self, module: nn.Module, weights: str | Sequence[str] = ("weight",), p: float = 0.5

@@ -17,9 +17,10 @@ from dropkit.functional.fused import (
     bias_dropout_add,
     residual_drop_path,
 )
+from dropkit.layers.base import DropoutLayer
 
 
-class ResidualDropPath(nn.Module):
+class ResidualDropPath(DropoutLayer):
     r"""A residual block with drop path, ``x + drop_path(branch(x), p)``, that runs ``branch``
     only on the samples it keeps.
 
@@ -80,6 +81,11 @@ class ResidualDropPath(nn.Module):
         self.scale_by_keep = bool(scale_by_keep)
         self.mode = F._check_mode(mode)
 
+    @property
+    def shares_mask_across_batch(self) -> bool:
+        """``mode == "batch"``: one decision for the whole batch."""
+        return self.mode == "batch"
+
     def forward(self, x: Tensor) -> Tensor:
         return residual_drop_path(x, self.branch, self.p, self.training,
                                   scale_by_keep=self.scale_by_keep, mode=self.mode)
@@ -88,7 +94,7 @@ class ResidualDropPath(nn.Module):
         return f"p={self.p}, scale_by_keep={self.scale_by_keep}, mode={self.mode!r}"
 
 
-class BiasDropoutAdd(nn.Module):
+class BiasDropoutAdd(DropoutLayer):
     r"""``residual + dropout(x + bias, p)`` in one pass over memory (Megatron-LM's pattern).
 
     .. math::
