@@ -1,59 +1,39 @@
-r"""BatchNorm companions: the variance-shift diagnostic and statistics recalibration.
-
-Dropout placed *before* a BatchNorm layer changes the variance of the
-BatchNorm's input between training and inference (Li et al., "Understanding
-the Disharmony between Dropout and Batch Normalization by Variance Shift",
-CVPR 2019). For a feature with mean :math:`c` and variance :math:`v` through
-inverted dropout with keep probability :math:`q = 1 - p`:
-
-.. math::
-    \operatorname{Var}_{\text{train}} = \frac{c^2 + v}{q} - c^2, \qquad
-    \operatorname{Var}_{\text{eval}} = v, \qquad
-    \text{ratio} = \frac{\operatorname{Var}_{\text{eval}}}{\operatorname{Var}_{\text{train}}}
-                 = \frac{q\,v}{c^2 + v - q\,c^2} \;\le 1.
-
-BatchNorm's running variance is collected in training mode, so it tracks
-:math:`\operatorname{Var}_{\text{train}}`; at inference the layer divides an
-input of variance :math:`\operatorname{Var}_{\text{eval}}` by it and every
-later layer sees activations scaled by :math:`\sqrt{\text{ratio}}`.
-
-* :func:`variance_shift` measures the two variances (and the running variance)
-  for every BatchNorm layer of a model, without changing the model.
-* :func:`expected_ratio` is the formula above, averaged over channels as
-  :func:`variance_shift` averages; :func:`predicted_shift` evaluates it for
-  every BatchNorm layer fed directly by a dropout layer
-  (:func:`dropouts_feeding`), with the measured mean and variance of that
-  dropout's input; :func:`sweep_variance_shift` measures and predicts the
-  ratio over a range of drop rates on one trained network.
-* :func:`recalibrate` re-estimates the running statistics with dropout off, so
-  that inference normalises with the statistics it actually meets -- the cheap
-  fix of Li et al. (section 5) besides moving dropout after the last BN layer.
+"""The variance shift between training and inference at BatchNorm inputs: measured
+(:func:`variance_shift`), predicted from the closed form (:func:`expected_ratio`,
+:func:`predicted_shift`) and swept over drop rates (:func:`sweep_variance_shift`).
+See :mod:`dropkit.bn` for the formula.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from dropkit.bn._moments import (
+    Data,
+    _batch_norms,
+    _bn_buffers,
+    _collect,
+    _restore_bn_buffers,
+    _reusable,
+)
 from dropkit.mc import restore_modes
 
 __all__ = [
+    "FEEDING_TYPES",
     "ShiftSweep",
     "VarianceShift",
     "dropouts_feeding",
     "expected_ratio",
     "predicted_shift",
-    "recalibrate",
     "sweep_variance_shift",
     "variance_shift",
 ]
-
-Data = Tensor | Iterable[Tensor] | Iterable[tuple[Tensor, ...]]
 
 
 @dataclass(frozen=True)
@@ -115,154 +95,6 @@ class ShiftSweep:
     predicted: list[float]
 
 
-# --------------------------------------------------------------------------
-# helpers
-# --------------------------------------------------------------------------
-def _batch_norms(model: nn.Module) -> dict[str, _BatchNorm]:
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, _BatchNorm)}
-    if not layers:
-        raise ValueError(
-            "The model has no BatchNorm layer (torch.nn.BatchNorm1d/2d/3d or a subclass of "
-            "torch.nn.modules.batchnorm._BatchNorm); nothing to measure or recalibrate."
-        )
-    return layers
-
-
-def _batches(data: Data, batch_size: int | None) -> Iterator[Tensor]:
-    """Yield input tensors from a tensor, or from an iterable of tensors / (x, y) tuples."""
-    if isinstance(data, Tensor):
-        if batch_size is None:
-            yield data
-        else:
-            yield from torch.split(data, batch_size)
-        return
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise TypeError(
-            "`data` must be a tensor or an iterable of batches (tensors or (x, y) tuples); "
-            f"received {type(data).__name__}"
-        )
-    for batch in data:
-        if isinstance(batch, (tuple, list)):
-            if not batch or not isinstance(batch[0], Tensor):
-                raise TypeError(
-                    "each batch of `data` must be a tensor or a tuple whose first item is the "
-                    f"input tensor; received a {type(batch).__name__} of "
-                    f"{[type(b).__name__ for b in batch]}"
-                )
-            batch = batch[0]
-        elif not isinstance(batch, Tensor):
-            raise TypeError(
-                "each batch of `data` must be a tensor or an (x, y) tuple; "
-                f"received {type(batch).__name__}"
-            )
-        yield batch
-
-
-def _reusable(data: Data) -> Data:
-    """``data`` in a form that can be read more than once (a generator cannot)."""
-    if isinstance(data, Tensor):
-        return data
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise TypeError(
-            "`data` must be a tensor or an iterable of batches (tensors or (x, y) tuples); "
-            f"received {type(data).__name__}"
-        )
-    return list(data)
-
-
-def _device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return None
-
-
-class _ChannelMoments:
-    """Per-channel mean and variance over a stream of batches (Chan et al.'s merge).
-
-    The input of a BatchNorm layer is ``(N, C, *)``; a channel's statistics are
-    taken over every dim except 1, as BatchNorm itself does. Accumulated in
-    float64 so that millions of values lose no precision.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean: Tensor | None = None
-        self.m2: Tensor | None = None
-        self.batches = 0
-
-    def update(self, x: Tensor) -> None:
-        x = x.detach().to(torch.float64)
-        if x.ndim < 2:
-            raise ValueError(f"BatchNorm input must be (N, C, *); received shape {tuple(x.shape)}")
-        flat = x.transpose(0, 1).reshape(x.shape[1], -1)  # (C, N * prod(*))
-        n = flat.shape[1]
-        if n == 0:
-            return
-        mean = flat.mean(dim=1)
-        m2 = ((flat - mean[:, None]) ** 2).sum(dim=1)
-        self.batches += 1
-        if self.mean is None:
-            self.count, self.mean, self.m2 = n, mean, m2
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean = self.mean + delta * (n / total)
-        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
-        self.count = total
-
-    def var(self) -> Tensor:
-        """Unbiased per-channel variance (BatchNorm's ``running_var`` convention)."""
-        if self.m2 is None or self.count < 2:
-            raise ValueError(
-                "`data` holds fewer than two values per channel; cannot estimate a variance"
-            )
-        return self.m2 / (self.count - 1)
-
-
-def _collect(
-    model: nn.Module, layers: dict[str, nn.Module], data: Data, batch_size: int | None
-) -> dict[str, _ChannelMoments]:
-    """Forward all of ``data`` through ``model`` (in its current modes) and collect
-    the per-channel moments of each listed module's input (BatchNorm or dropout layers)."""
-    moments = {name: _ChannelMoments() for name in layers}
-    handles = [
-        layer.register_forward_pre_hook(lambda _m, args, _name=name: moments[_name].update(args[0]))
-        for name, layer in layers.items()
-    ]
-    device = _device(model)
-    seen = 0
-    try:
-        with torch.no_grad():
-            for x in _batches(data, batch_size):
-                model(x.to(device) if device is not None else x)
-                seen += 1
-    finally:
-        for h in handles:
-            h.remove()
-    if seen == 0:
-        raise ValueError("`data` is empty: no batch to measure")
-    return moments
-
-
-def _bn_buffers(layers: dict[str, _BatchNorm]) -> dict[str, dict[str, Tensor]]:
-    return {
-        name: {k: b.detach().clone() for k, b in layer.named_buffers(recurse=False)}
-        for name, layer in layers.items()
-    }
-
-
-def _restore_bn_buffers(layers: dict[str, _BatchNorm], saved: dict[str, dict[str, Tensor]]) -> None:
-    with torch.no_grad():
-        for name, layer in layers.items():
-            for k, b in layer.named_buffers(recurse=False):
-                b.copy_(saved[name][k])
-
-
-# --------------------------------------------------------------------------
-# the public tools
-# --------------------------------------------------------------------------
 def variance_shift(
     model: nn.Module, data: Data, *, batch_size: int | None = None
 ) -> dict[str, VarianceShift]:
@@ -515,79 +347,3 @@ def sweep_variance_shift(
         for drop, rate in found.items():
             drop.p = rate
     return ShiftSweep(layer, rates, measured, [expected_ratio(mean, var, r) for r in rates])
-
-
-def recalibrate(model: nn.Module, data: Data, *, batch_size: int | None = None) -> nn.Module:
-    r"""Re-estimate every BatchNorm layer's running mean and variance with dropout off.
-
-    For each BatchNorm layer, in the order the forward pass reaches them, the
-    whole model runs in eval mode over all of ``data`` (dropout off, earlier
-    BatchNorm layers already recalibrated) and the layer's statistics become
-    the cumulative per-channel mean and unbiased variance of its input over
-    all of ``data`` -- an exact average, not a momentum update:
-
-    .. math::
-        \mu_c = \frac{1}{n}\sum_i x_{i,c}, \qquad
-        \sigma^2_c = \frac{1}{n-1}\sum_i (x_{i,c} - \mu_c)^2 .
-
-    After it, each layer's ``running_var`` equals the eval-mode variance of
-    its input on ``data`` (and ``running_mean`` its mean), so inference
-    normalises with the statistics it meets. ``num_batches_tracked`` is set to
-    the number of batches read. One pass over ``data`` per BatchNorm layer:
-    a later layer's eval-mode input depends on the recalibrated statistics of
-    the earlier ones. The ``training`` flag of every submodule is restored;
-    the parameters are not touched.
-
-    Args:
-        model: a network with at least one BatchNorm layer.
-        data: a tensor of inputs, or an iterable of batches (tensors or
-            ``(x, y)`` tuples), e.g. the training set.
-        batch_size: split a tensor ``data`` into batches of this size
-            (default: one batch). Ignored for an iterable.
-
-    Returns:
-        ``model`` itself, recalibrated.
-
-    Reference: Li et al., CVPR 2019, section 5 ("adjusting the moving
-    statistics"); the same idea as ``torch.optim.swa_utils.update_bn``, which
-    however collects the statistics in training mode.
-    """
-    layers = {n: m for n, m in _batch_norms(model).items() if m.track_running_stats}
-    if not layers:
-        raise ValueError(
-            "No BatchNorm layer of the model tracks running statistics "
-            "(track_running_stats=False everywhere); nothing to recalibrate."
-        )
-    data = _reusable(data)
-    with restore_modes(model):
-        model.eval()
-        # Find the order in which the forward pass reaches the layers.
-        order: list[str] = []
-        handles = [
-            layer.register_forward_pre_hook(
-                lambda _m, _a, _name=name: order.append(_name) if _name not in order else None
-            )
-            for name, layer in layers.items()
-        ]
-        try:
-            with torch.no_grad():
-                x0 = next(iter(_batches(data, batch_size)), None)
-                if x0 is None:
-                    raise ValueError("`data` is empty: no batch to recalibrate with")
-                device = _device(model)
-                model(x0.to(device) if device is not None else x0)
-        finally:
-            for h in handles:
-                h.remove()
-        order += [n for n in layers if n not in order]  # layers the forward never reached
-        for name in order:
-            layer = layers[name]
-            moments = _collect(model, {name: layer}, data, batch_size)[name]
-            if moments.mean is None:
-                continue  # the forward never reaches this layer
-            with torch.no_grad():
-                layer.running_mean.copy_(moments.mean.to(layer.running_mean.dtype))
-                layer.running_var.copy_(moments.var().to(layer.running_var.dtype))
-                if layer.num_batches_tracked is not None:
-                    layer.num_batches_tracked.fill_(moments.batches)
-    return model
