@@ -19,6 +19,18 @@ from dropkit.functional._checks import (
 )
 
 
+def _path_mask_shape(x: Tensor, mode: str) -> tuple[int, ...]:
+    """The shape of drop path's keep mask: ``(B, 1, 1, ...)`` in ``"row"`` mode, ``(1, ...)``
+    (one decision for the whole batch) in ``"batch"`` mode or for a 0-dim ``x``.
+
+    Shape-agnostic: ``(B, 1, 1, ...)`` broadcasts one decision over every
+    non-batch dim, whatever the layout (tokens, channels, pixels).
+    """
+    if mode == "row" and x.ndim > 0:
+        return (x.shape[0],) + (1,) * (x.ndim - 1)
+    return (1,) * x.ndim
+
+
 def drop_path(
     x: Tensor,
     p: float = 0.0,
@@ -63,12 +75,7 @@ def drop_path(
     _check_mode(mode)
     if not training or p == 0.0:
         return x
-    # Shape-agnostic: (B, 1, 1, ...) broadcasts one decision over every
-    # non-batch dim, whatever the layout (tokens, channels, pixels).
-    if mode == "row" and x.ndim > 0:
-        mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    else:
-        mask_shape = (1,) * x.ndim
+    mask_shape = _path_mask_shape(x, mode)
     row = mode == "row" and x.ndim > 0
     keys = _call_keys(seed, x, 0 if row else None, "drop_path",
                       shared_reason=f"mode={mode!r} draws one decision for the whole batch, "

@@ -26,6 +26,7 @@ from dropkit.functional._checks import (
     _keep_scale,
 )
 from dropkit.functional.dropout import dropout
+from dropkit.functional.droppath import _path_mask_shape
 
 
 def bias_dropout_add(
@@ -178,12 +179,8 @@ def residual_drop_path(
             "x + drop_path(branch(x), p) for this branch, or a per-sample norm (LayerNorm, "
             "GroupNorm)."
         )
-    # drop_path's mask, drawn the same way: (B, 1, ...) in "row" mode, (1, ...) in "batch"
-    if mode == "row" and x.ndim > 0:
-        mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-    else:
-        mask_shape = (1,) * x.ndim
-    keep = _keep_mask(mask_shape, p, seed, x.device).reshape(-1)
+    # drop_path's mask, drawn the same way
+    keep = _keep_mask(_path_mask_shape(x, mode), p, seed, x.device).reshape(-1)
     scale = _keep_scale(p, rescale=scale_by_keep)
     unscaled = scale == 1.0
 

@@ -52,9 +52,8 @@ def gaussian_dropout(
         )
     if not training or p == 0.0:
         return x
+    std = math.sqrt(p / (1.0 - p))
     if (keys := _call_keys(seed, x, 0, "gaussian_dropout")) is not None:
-        std = math.sqrt(p / (1.0 - p))
-
         def noisy(t: Tensor) -> Tensor:  # the noise regenerated from the keys, also in backward
             # one Philox word per element, through the inverse normal CDF (float64)
             u = keyed.keyed_uniform(t.shape, 0, keys, t.device)
@@ -64,8 +63,19 @@ def gaussian_dropout(
         return keyed.regenerated(x, noisy)
     gen = _noise_generator(seed, x.device)
     noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=_noise_dtype(x))
-    noise = noise.mul_(math.sqrt(p / (1.0 - p))).add_(1.0).to(x.dtype)
+    noise = noise.mul_(std).add_(1.0).to(x.dtype)
     return x * noise
+
+
+def _alpha_factors(keep: Tensor, a: float, alpha: float, p: float) -> tuple[Tensor, Tensor]:
+    """``(a * keep, b)`` with ``y = a * keep * x + b`` (``keep``, 0/1 in x's dtype, is reused).
+
+    torch's own sequence of ops (aten's ``_dropout_impl``), so that values, the
+    output's memory layout and the gradient's follow torch exactly. Kept:
+    ``a*x + a*alpha*p``; dropped: the constant ``a*(-alpha) + a*alpha*p``.
+    """
+    b = keep.add(-1).mul_(alpha * a).add_(alpha * a * p)
+    return keep.mul_(a), b
 
 
 def _alpha_dropout(x, p, training, inplace, seed, fn, feature):
@@ -82,19 +92,13 @@ def _alpha_dropout(x, p, training, inplace, seed, fn, feature):
     shape = _feature_mask_shape(x, False, fn) if feature else tuple(x.shape)
     if (keys := _call_keys(seed, x, 0, fn)) is not None:
         def factors(t: Tensor) -> tuple[Tensor, Tensor]:  # regenerated, also in backward
-            noise = keyed.keyed_keep_mask(shape, 0, p, keys, t.device).to(t.dtype)
-            b = noise.add(-1).mul_(alpha * a).add_(alpha * a * p)
-            return noise.mul_(a), b
+            keep = keyed.keyed_keep_mask(shape, 0, p, keys, t.device).to(t.dtype)
+            return _alpha_factors(keep, a, alpha, p)
 
         out = keyed.regenerated(x, lambda t: t * factors(t)[0], lambda y: y + factors(y)[1])
         return x.copy_(out) if inplace else out
-    # torch's own sequence of ops (aten's _dropout_impl), so that values, the
-    # output's memory layout and the gradient's follow torch exactly; only the
-    # mask comes from the engine. Kept: a*x + a*alpha*p; dropped: the constant
-    # a*(-alpha) + a*alpha*p.
-    noise = _keep_mask(shape, p, seed, x.device).to(x.dtype)
-    b = noise.add(-1).mul_(alpha * a).add_(alpha * a * p)
-    noise.mul_(a)
+    # only the mask comes from the engine; the rest is torch's sequence
+    noise, b = _alpha_factors(_keep_mask(shape, p, seed, x.device).to(x.dtype), a, alpha, p)
     if inplace:
         return x.mul_(noise).add_(b)
     return x * noise + b
