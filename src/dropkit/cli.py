@@ -27,6 +27,33 @@ def _probability(*, allow_one: bool):
     return parse
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help text wrapped at spaces only: names such as tutorial-mlp stay whole."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+def _comma_list(convert, what: str, check=None):
+    """An argparse ``type`` for ``"a,b,c"``: each item converted, then checked
+    (``check(value)`` returns an error message or None)."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [convert(t.strip()) for t in text.split(",") if t.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        for value in values:
+            problem = check(value) if check is not None else None
+            if problem:
+                raise argparse.ArgumentTypeError(problem)
+        return values
+
+    return parse
+
+
 def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -58,7 +85,6 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         "table and writes JSON.",
     )
     from dropkit.bench import parse_size
-    from dropkit.experiments.registry import comma_list
 
     dtypes = ("float32", "float64", "float16", "bfloat16")
 
@@ -69,11 +95,11 @@ def _add_bench_parser(sub: argparse._SubParsersAction) -> None:
         return value
 
     p.add_argument("--sizes", default=[1 << 20, 16 << 20],
-                   type=comma_list(parse_size, "element counts such as 1M,16M",
+                   type=_comma_list(parse_size, "element counts such as 1M,16M",
                                    lambda n: None if n >= 1 else f"size must be >= 1, got {n}"),
                    help="comma-separated element counts, K/M suffixes allowed (default 1M,16M)")
     p.add_argument("--dtypes", default=["float32", "bfloat16"],
-                   type=comma_list(str, "dtype names", lambda d: None if d in dtypes else
+                   type=_comma_list(str, "dtype names", lambda d: None if d in dtypes else
                                    f"unknown dtype {d!r}; choose from: {', '.join(dtypes)}"),
                    help=f"comma-separated, from {', '.join(dtypes)} (default float32,bfloat16)")
     p.add_argument("--p", type=_probability(allow_one=False), default=0.5,
@@ -109,10 +135,9 @@ def _wrap_item(name: str, text: str, width: int = 79) -> str:
 
 
 def _add_run_parser(sub: argparse._SubParsersAction) -> None:
-    # Owned by the experiments work: see dropkit/experiments/. The choices come
-    # from the registries, and each experiment adds its own options in a group of
-    # its own (Experiment.add_arguments), so a new experiment needs no edit here.
-    from dropkit.experiments import registry
+    # The options are generated from the experiments' options dataclasses
+    # (Experiment.options): a new experiment needs no edit here.
+    from dropkit.experiments import options, registry
 
     experiments = registry.all_experiments()
     p = sub.add_parser(
@@ -126,7 +151,7 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
         )
         + "\n\nexperiments:\n"
         + "\n".join(_wrap_item(n, e.help) for n, e in experiments.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "experiment",
@@ -135,7 +160,13 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"which experiment (default: {registry.DEFAULT_EXPERIMENT})",
     )
-    _run_options(p, experiments)
+    # A common option whose default differs between experiments shows "per experiment".
+    varies = {
+        name: "per experiment"
+        for name in options.common_names()
+        if len({repr(options.defaults(e.options)[name]) for e in experiments.values()}) > 1
+    }
+    _run_options(p, experiments, shown=varies)
 
     def handler(args: argparse.Namespace) -> int:
         from dropkit.experiments.runner import run_from_args
@@ -145,103 +176,13 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=handler)
 
 
-def _run_options(p: argparse.ArgumentParser, experiments: dict) -> None:
-    """The options of ``dropkit run``: the common ones, then each experiment's group."""
-    from dropkit.experiments import data, models, registry, regularizers
+def _run_options(p: argparse.ArgumentParser, experiments: dict,
+                 shown: dict | None = None) -> None:
+    """The options of ``dropkit run``, generated from the options dataclasses: the
+    common ones, then a group per experiment with the options it adds."""
+    from dropkit.experiments import options
 
-    def names_list(choices: list[str], what: str):
-        return registry.comma_list(
-            str,
-            f"{what} names",
-            lambda name: None
-            if name in choices
-            else f"unknown {what} {name!r}; choose from: {', '.join(choices)}",
-        )
-
-    floats_list = registry.comma_list(float, "numbers")
-
-    def seeds(text: str) -> list[int]:
-        try:
-            values = [int(t) for t in text.split(",") if t.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected integers, got {text!r}") from None
-        if "," in text:
-            return values
-        if values[0] < 1:
-            raise argparse.ArgumentTypeError(f"expected a number of seeds >= 1, got {text!r}")
-        return list(range(values[0]))
-
-    p.add_argument(
-        "--dataset", default=None,
-        help=f"data set: {', '.join(data.names())} (default: per experiment)",
-    )
-    p.add_argument(
-        "--model",
-        "--models",
-        dest="models",
-        type=names_list(models.names(), "model"),
-        nargs="+",
-        default=None,
-        metavar="MODEL",
-        help=f"one or more of {', '.join(models.names())} (space or comma separated; "
-        "default: per experiment)",
-    )
-    p.add_argument(
-        "--regularizers",
-        "--regularizer",
-        dest="regularizers",
-        type=names_list(regularizers.names(), "regularizer"),
-        nargs="+",
-        default=None,
-        metavar="REG",
-        help=f"one or more of {', '.join(regularizers.names())} (default: per experiment)",
-    )
-    p.add_argument(
-        "--p", type=floats_list, nargs="+", default=None, metavar="P",
-        help="drop probability/probabilities (default: per model, see the report)",
-    )
-    p.add_argument(
-        "--epochs", type=int, default=None,
-        help="the budget: at most this many epochs (default: per model)",
-    )
-    p.add_argument(
-        "--patience", type=int, default=None,
-        help="stop after this many epochs without a better validation accuracy (50)",
-    )
-    p.add_argument(
-        "--val-fraction", type=float, default=None,
-        help="the part of the training split held out for validation (0.2)",
-    )
-    p.add_argument(
-        "--seeds", type=seeds, default=None, metavar="N|S1,S2,..",
-        help="a number of seeds (3 = seeds 0,1,2) or a comma list of seeds (default: per "
-        "experiment)",
-    )
-    p.add_argument("--batch-size", type=int, default=None, help="(default: per model)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: per model)")
-    p.add_argument("--weight-decay", type=float, default=None, help="strength of l2 (1e-3)")
-    p.add_argument("--l1", type=float, default=None, help="strength of l1 (1e-5)")
-    p.add_argument(
-        "--max-norm", type=float, default=None, help="max-norm radius for dropout+maxnorm (2.0)"
-    )
-    p.add_argument(
-        "--device", default=None, help="auto (cuda if present, else cpu), cpu or cuda[:N]"
-    )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per run (1)")
-    p.add_argument(
-        "--workers", type=int, default=None,
-        help="runs at a time: processes with --backend local, CPUs of a local Ray "
-        "(default: this machine's cores)",
-    )
-    p.add_argument(
-        "--backend", choices=["local", "ray"], default=None,
-        help="local (this machine) or ray (Ray tasks; needs dropkit[ray]) (default: local)",
-    )
-    p.add_argument(
-        "--ray-address", default=None, metavar="ADDR",
-        help="the Ray cluster for --backend ray, e.g. auto or ray://head:10001 "
-        "(default: start a local Ray)",
-    )
+    options.add_arguments(p, options.CommonOptions, shown=shown)
     p.add_argument("--out", default=None, help="output directory (runs/<time>-<experiment>/)")
     p.add_argument(
         "--resume", default=None, metavar="DIR",
@@ -249,14 +190,18 @@ def _run_options(p: argparse.ArgumentParser, experiments: dict) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or table")
     for name, exp in experiments.items():
-        exp.add_arguments(p.add_argument_group(f"options of {name}"))
+        # The parser holds each flag once: an option two experiments share (they
+        # mean the same thing) is declared by the first; each run checks its own.
+        own = [f.name for f in options.own_fields(exp.options)
+               if "--" + f.name.replace("_", "-") not in p._option_string_actions]
+        if own:
+            group = p.add_argument_group(f"options of {name}")
+            options.add_arguments(group, exp.options, names=own, shown=shown)
 
 
 def experiment_help(name: str) -> str:
     """``dropkit run NAME --help``: this experiment's options with its own defaults,
     the size of its default run and, where measured, its wall time."""
-    import re
-
     from dropkit.experiments import registry, runner
 
     exp = registry.get(name)
@@ -268,36 +213,19 @@ def experiment_help(name: str) -> str:
     p = argparse.ArgumentParser(
         prog=f"dropkit run {name}",
         description=textwrap.fill(text, 79),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
-    _run_options(p, {name: exp})
+    # Defaults that depend on the model ("per model") are shown per model.
+    shown = dict(config)
     settings = config.get("model_settings") or {}
-    for action in p._actions:
-        if action.dest not in config or action.dest in ("help",):
-            continue
-        value = config[action.dest]
-        if value is None and action.dest in ("epochs", "batch_size", "lr") and settings:
-            value = ", ".join(f"{m}: {s[action.dest]}" for m, s in settings.items())
-        elif value is None and action.dest == "p" and settings:
-            value = ", ".join(
-                f"{m}: {','.join(f'{v:g}' for v in s['p'])}" for m, s in settings.items()
+    for key in ("epochs", "batch_size", "lr", "p"):
+        if config.get(key) is None and settings:
+            shown[key] = "; ".join(
+                f"{m}: {','.join(f'{v:g}' for v in s[key]) if key == 'p' else s[key]}"
+                for m, s in settings.items()
             )
-        elif value is None and action.dest == "workers":
-            value = "this machine's cores"
-        elif isinstance(value, list | tuple):
-            value = ",".join(str(v) for v in value)
-        if value is None:
-            continue
-        base = re.sub(r"\s*\((default[^)]*|[^()]*)\)\s*$", "", action.help or "")
-        action.help = f"{base} (default: {value})".replace("%", "%%")
+    _run_options(p, {name: exp}, shown=shown)
     return p.format_help()
-
-    def handler(args: argparse.Namespace) -> int:
-        from dropkit.experiments.runner import run_from_args
-
-        return run_from_args(args)
-
-    p.set_defaults(handler=handler)
 
 
 def _not_ready(name: str) -> int:

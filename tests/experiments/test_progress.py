@@ -19,13 +19,13 @@ def test_piped_output_prints_one_line_per_finished_run():
         bar.start_run("wide-mlp/none/p=0/seed=0", 3)
         for e in range(1, 4):
             bar.epoch(e, 3)
-        bar.end_run()
+        bar.run_done("wide-mlp/none/p=0/seed=0", "test 0.580  2.0 s")  # as the runner does
         # runs finished in worker processes, out of order
         bar.run_done("wide-mlp/dropout/p=0.5/seed=1", "test 0.612  4.1 s")
         bar.run_done("wide-mlp/dropout/p=0.5/seed=0", "test 0.608  3.9 s")
     lines = console.file.getvalue().splitlines()
     assert len(lines) == 3
-    assert lines[0].startswith("[ 3/12] wide-mlp/none/p=0/seed=0  ") and lines[0].endswith(" s")
+    assert lines[0] == "[ 3/12] wide-mlp/none/p=0/seed=0  test 0.580  2.0 s"
     assert lines[1] == "[ 4/12] wide-mlp/dropout/p=0.5/seed=1  test 0.612  4.1 s"
     assert lines[2] == "[ 5/12] wide-mlp/dropout/p=0.5/seed=0  test 0.608  3.9 s"
     assert bar.done == 5
@@ -43,7 +43,7 @@ def test_terminal_draws_bars_and_counts_every_kind_of_finish():
     with Progress(3, 0, quiet=False, console=console) as bar:
         bar.start_run("k0", 2)
         bar.epoch(1, 2)
-        bar.end_run()
+        bar.run_done("k0", "test 0.5  1.0 s")
         bar.run_done("k2", "test 0.5  1.0 s")
         assert bar._progress.tasks[0].completed == 2
     out = console.file.getvalue()
@@ -55,7 +55,7 @@ def test_quiet_prints_nothing(capsys):
     with Progress(2, 0, quiet=True) as bar:
         bar.start_run("k", 1)
         bar.epoch(1, 1)
-        bar.end_run()
+        bar.run_done("k", "x")
         bar.run_done("k2", "x")
     assert capsys.readouterr().out == "" and bar.done == 2
 

@@ -232,7 +232,7 @@ def _exit_code(main, argv) -> int:
     (["--max-norm", "0"], "--max-norm: expected a finite number > 0"),
     (["--lr", "inf"], "--lr: expected a finite number > 0"),
     (["--lr", "nan"], "--lr"),
-    (["--seeds", "1,1"], "--seeds: a seed is repeated"),
+    (["--seeds", "1,1"], "--seeds: a value is repeated"),
 ])
 def test_bad_numbers_give_one_line_and_write_nothing(args, message, tmp_path, monkeypatch,
                                                      capsys):

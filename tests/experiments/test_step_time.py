@@ -81,7 +81,7 @@ def test_impl_is_one_option_of_convergence_and_step_time():
     parser = build_parser()
     for experiment in ("convergence", "step-time"):
         args = parser.parse_args(["run", experiment, "--impl", "torch"])
-        assert args.impl == "torch"
+        assert args.impl == ["torch"]
 
 
 # ------------------------------------------------------------------ the reading

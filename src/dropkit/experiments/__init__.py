@@ -3,6 +3,7 @@
 Layout (one obvious place for each thing)::
 
     registry.py     Experiment base class, @register, the list of experiment modules
+    options.py      the options dataclasses -> command line, --help, validation
     runner.py       options -> config, the run loop, resume, atomic results, report
     plan.py         the one planner: grid() / spec() -> RunSpecs
     backends.py     where runs execute: this process, worker processes, Ray
@@ -25,31 +26,43 @@ How to add an experiment
 ------------------------
 1. Create ``src/dropkit/experiments/<name>.py``::
 
-       from dropkit.experiments.registry import Experiment, register
+       from dataclasses import dataclass
+
+       from dropkit.experiments.options import CommonOptions, option
        from dropkit.experiments.plan import grid   # models x regs x p x seeds
+       from dropkit.experiments.registry import Experiment, register
+
+       @dataclass(frozen=True)
+       class ConvergenceOptions(CommonOptions):     # the one place options live
+           p: tuple[float, ...] | None = (0.2, 0.5)  # a common option, new default
+           impl: tuple[str, ...] = option(           # an option of its own
+               ("torch", "dropkit"), "dropout implementation(s)",
+               choices=("torch", "dropkit"), what="dropout implementation")
+
+           def __post_init__(self):                  # relations between options
+               super().__post_init__()
 
        @register
        class Convergence(Experiment):
            name = "convergence"                 # `dropkit run convergence`
            help = "one line for --help"
-           defaults = {"models": ["wide-mlp"], "regularizers": ["none", "dropout"],
-                       "p": [0.2, 0.5], "seeds": [0, 1], "impl": "dropkit"}
+           options = ConvergenceOptions         # flags, --help, validation: generated
+           accepts = None                       # or the models it trains, ("gru",)
            plot_name = "convergence.png"
 
-           @classmethod
-           def add_arguments(cls, group):      # experiment-specific options, default=None
-               group.add_argument("--impl", choices=["torch", "dropkit"], default=None)
-
            def runs(self, config):             # the full, deterministic run list
-               return grid(config, extra={"impl": config["impl"]})
+               return grid(config, extra={"impl": ",".join(config["impl"])})
 
            def run_one(self, spec, data, ctx): # optional: default is train_run(...).record
                result = train_run(spec, data, ctx, model=..., on_epoch=...)
                result.record["epochs_to_target"] = ...
                return result.record
 
-           def plots(self, records, config, out_dir):   # optional; super() = curves.png
-               return super().plots(records, config, out_dir) + [my_plot(...)]
+           def curves(self, records, config):           # optional: how curves.png draws
+               return dict(label=lambda r, _runs: r["impl"])
+
+           def figures(self, records, config, out_dir): # optional: its own PNGs
+               return [my_plot(records, out_dir / "convergence.png")]
 
            def reading(self, records, config):          # paragraphs computed from numbers
                return [...]
@@ -60,15 +73,16 @@ How to add an experiment
 That is all: the command line lists it (``dropkit run <name> --help``), its
 options appear in their own group, the runner writes results.json/csv after each
 run, ``--resume`` works (runs are identified by ``RunSpec.key``, which includes
-``extra``), and report.html embeds whatever PNGs ``plots`` returns.
+``extra``), and report.html embeds curves.png and whatever PNGs ``figures`` returns.
 
 Notes for experiment authors:
 
-- ``config`` is a JSON dict: the common options (``runner.COMMON_DEFAULTS``:
-  ``dataset``, ``models``, ``regularizers``, ``p``, ``epochs``, ``seeds``,
-  ``batch_size``, ``lr``, ...), each defaulting to your ``defaults`` entry, plus
-  your own options. ``plan.model_settings(config, model)`` gives a model's
-  epochs, batch size, lr and p list after command-line overrides.
+- ``config`` is a JSON dict: the fields of your options dataclass (the common
+  ones of ``options.CommonOptions``: ``dataset``, ``models``, ``regularizers``,
+  ``p``, ``epochs``, ``seeds``, ``batch_size``, ``lr``, ...; then yours), already
+  checked, tuples as lists. ``runs`` need not check them again.
+  ``plan.model_settings(config, model)`` gives a model's epochs, batch size, lr
+  and p list after command-line overrides.
 - A record must carry the schema fields (``results.SCHEMA_FIELDS``) and ``key``
   (``spec.key``); add any extra per-run fields you like (``epochs_to_target``,
   ``variant``...). CSV takes every scalar field; nested ones stay in the JSON.

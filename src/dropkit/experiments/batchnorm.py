@@ -29,6 +29,7 @@ retraining), beside the formula (``dk.bn.sweep_variance_shift``).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +39,11 @@ from torch import nn
 import dropkit as dk
 from dropkit.experiments import models_extra
 from dropkit.experiments.claims_util import (
-    choices,
     nanmean,
     variant_label,
     variant_runs,
 )
+from dropkit.experiments.options import CommonOptions, option
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec, evaluate, train_run
@@ -80,6 +81,16 @@ def measure(model: nn.Module, batches: list[torch.Tensor]) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class BatchNormOptions(CommonOptions):
+    models: tuple[str, ...] = models_extra.BN_MODELS
+    regularizers: tuple[str, ...] = ("dropout",)
+    p: tuple[float, ...] | None = (0.2, 0.5)
+    seeds: tuple[int, ...] = (0, 1)
+    bn_variants: tuple[str, ...] = option(VARIANTS, "dropout placements", choices=VARIANTS,
+                                          what="batchnorm variant")
+
+
 @register
 class BatchNormClash(Experiment):
     name = "batchnorm"
@@ -88,36 +99,12 @@ class BatchNormClash(Experiment):
         "after BN, and before BN followed by dk.bn.recalibrate; the measured variance shift "
         "per BN layer beside the analytic ratio q*v/(c^2+v-q*c^2)."
     )
-    defaults = {
-        # One thread: on a shared 2-core machine two OpenMP threads per process
-        # oversubscribe the cores and a step can take 10-50x longer (measured).
-        "threads": 1,
-        "models": ["mlp-bn", "cnn1d-bn"],
-        "regularizers": ["dropout"],
-        "p": [0.2, 0.5],
-        "seeds": [0, 1],
-        "bn_variants": list(VARIANTS),
-    }
+    options = BatchNormOptions
+    accepts = models_extra.BN_MODELS
     plot_name = "variance_shift.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument(
-            "--bn-variants",
-            dest="bn_variants",
-            default=None,
-            help=f"dropout placements, comma-separated: {', '.join(VARIANTS)} (default: all)",
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        variants = choices(config["bn_variants"], VARIANTS, "batchnorm variant (--bn-variants)")
-        for m in config["models"]:
-            if m not in models_extra.BN_MODELS:
-                raise ValueError(
-                    f"batchnorm needs a network with BatchNorm; received model "
-                    f"{m!r}. Choose from: {', '.join(models_extra.BN_MODELS)}."
-                )
-        return variant_runs(config, config["models"], variants)
+        return variant_runs(config, config["models"], config["bn_variants"])
 
     def run_one(self, spec, data, ctx):
         variant = spec.extra["variant"]
@@ -186,20 +173,19 @@ class BatchNormClash(Experiment):
             rows.append(row)
         return rows
 
-    def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import bars, plot_curves, pyplot, save
+    def curves(self, records, config):
+        return dict(
+            label=variant_label,
+            title="Train (dashed) and test (solid) accuracy over epochs "
+            "(before recalibration), mean ± std over seeds",
+        )
+
+    def figures(self, records, config, out_dir):
+        from dropkit.experiments.plots import bars, pyplot, save
 
         out_dir = Path(out_dir)
 
-        images = [
-            plot_curves(
-                records,
-                out_dir / "curves.png",
-                label=variant_label,
-                title="Train (dashed) and test (solid) accuracy over epochs "
-                "(before recalibration), mean ± std over seeds",
-            )
-        ]
+        images: list[Path] = []
         plt = pyplot()
         models = list(group(records, ("model",)))
         fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 6.2), squeeze=False)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from dropkit.experiments import plan
+from dropkit.experiments.options import option
 from dropkit.experiments.plan import as_list, model_settings
 from dropkit.experiments.train import RunSpec
 
@@ -86,15 +87,12 @@ def variant_label(r: dict[str, Any], _records: Any = None) -> str:
     return r["variant"] if r["variant"] == "none" else f"{r['variant']} p={r['p']:g}"
 
 
-def add_impl_option(group: Any) -> None:
-    """``--impl torch,dropkit``, shared by convergence and step-time.
+#: the dropout implementations convergence and step-time compare
+IMPLS = ("torch", "dropkit")
 
-    The ``dropkit run`` parser holds every experiment's options and each flag
-    once: whichever of the two experiments registers first declares it.
-    """
-    if "--impl" not in group._option_string_actions:
-        group.add_argument(
-            "--impl",
-            default=None,
-            help="dropout implementation(s), comma-separated: torch, dropkit (default: both)",
-        )
+
+def impl_option() -> Any:
+    """``--impl torch,dropkit``: one declaration for convergence and step-time (the
+    ``dropkit run`` parser holds each flag once; each experiment checks its own)."""
+    return option(IMPLS, "dropout implementation(s)", choices=IMPLS,
+                  what="dropout implementation")

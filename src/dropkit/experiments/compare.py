@@ -11,10 +11,12 @@ setting whether the network overfits, lacks capacity or is under-trained
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dropkit.experiments import fit, regularizers, wording
+from dropkit.experiments.options import CommonOptions
 from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
@@ -175,6 +177,18 @@ def plot_bars(records: Sequence[dict[str, Any]], path: Path, title: str) -> Path
     return save(fig, path)
 
 
+@dataclass(frozen=True)
+class CompareOptions(CommonOptions):
+    # the tutorials' network beside one that clearly overfits MNIST-1D
+    models: tuple[str, ...] = ("tutorial-mlp", "wide-mlp")
+    # the tutorials' claim is about dropout; l2 and the others are a flag away
+    # (--regularizers), left out to keep the default within three minutes
+    regularizers: tuple[str, ...] = ("none", "dropout")
+    # p = 0.5 on hidden units: the tutorials' rate and Srivastava et al.'s
+    p: tuple[float, ...] | None = (0.5,)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
 @register
 class Compare(Experiment):
     name = "compare"
@@ -184,16 +198,7 @@ class Compare(Experiment):
         "test accuracy and loss at the best validation epoch, train-validation gap, "
         "whether each network overfits, lacks capacity or is under-trained, and curves."
     )
-    defaults = {
-        # the tutorials' network beside one that clearly overfits MNIST-1D
-        "models": ["tutorial-mlp", "wide-mlp"],
-        # the tutorials' claim is about dropout; l2 and the others are a flag away
-        # (--regularizers), left out to keep the default within three minutes
-        "regularizers": ["none", "dropout"],
-        # p = 0.5 on hidden units: the tutorials' rate and Srivastava et al.'s
-        "p": [0.5],
-        "seeds": [0, 1, 2],
-    }
+    options = CompareOptions
     plot_name = "compare.png"
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
@@ -205,8 +210,8 @@ class Compare(Experiment):
         width = {"tutorial-mlp": 1.0, "wide-mlp": 4.0}.get(spec.model, 2.0)
         return width * (1.0 + 4.0 * spec.p)
 
-    def plots(self, records, config, out_dir):
-        images = super().plots(records, config, out_dir)
+    def figures(self, records, config, out_dir):
+        images: list[Path] = []
         images.append(
             plot_bars(
                 records,

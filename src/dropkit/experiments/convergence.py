@@ -27,25 +27,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from dropkit.experiments import models, plan, regularizers
-from dropkit.experiments.claims_util import (
-    add_impl_option,
-    choices,
-    first_reaching,
-    nanmean,
-)
+from dropkit.experiments.claims_util import first_reaching, impl_option, nanmean
+from dropkit.experiments.options import CommonOptions, between, option
 from dropkit.experiments.plan import model_settings
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import group, mean_std
 from dropkit.experiments.train import RunSpec, train_run
 from dropkit.experiments.wording import percent, plural
 
-IMPLS = ("torch", "dropkit")
 #: where the per-step timing went, for the errors of the options it used to have
 STEP_TIME = "dropkit run step-time"
 
@@ -56,6 +52,42 @@ def _label(r: dict[str, Any]) -> str:
     return f"{r['impl']} dropout p={r['p']:g}"
 
 
+@dataclass(frozen=True)
+class ConvergenceOptions(CommonOptions):
+    p: tuple[float, ...] | None = (0.2, 0.5)
+    epochs: int | None = 30
+    seeds: tuple[int, ...] = (0, 1)
+    impl: tuple[str, ...] = impl_option()
+    target_accuracy: float = option(
+        0.60, "target validation accuracy for epochs/seconds to target (0.60: ~90% of the "
+        "unregularized wide MLP's best on MNIST-1D)",
+        check=between(0, 1, low_open=True, name="target"),
+    )
+    # The step timing moved to its own experiment; these stay to say where.
+    timing: tuple[str, ...] | None = option(None, f"moved: {STEP_TIME} --shapes",
+                                            metavar="SHAPES")
+    timing_reps: int | None = option(None, f"moved: {STEP_TIME} --reps", metavar="N")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.timing not in (None, ("none",)):
+            raise ValueError(
+                f"--timing moved: convergence no longer times training steps; the time per "
+                f"step is its own experiment, `{STEP_TIME} --shapes {','.join(self.timing)}`."
+            )
+        if self.timing_reps is not None:
+            raise ValueError(
+                f"--timing-reps moved: the time per step is its own experiment, "
+                f"`{STEP_TIME} --reps {self.timing_reps}`."
+            )
+        for name in self.regularizers:
+            if name not in ("none", "dropout"):
+                raise ValueError(
+                    f"convergence compares 'none' with 'dropout'; received "
+                    f"regularizer {name!r}. Choose from: none, dropout."
+                )
+
+
 @register
 class Convergence(Experiment):
     name = "convergence"
@@ -63,65 +95,11 @@ class Convergence(Experiment):
         "Does dropout slow convergence? Epochs and seconds to a target accuracy with and "
         "without dropout (torch's and dropkit's); the time per step is step-time's."
     )
-    defaults = {
-        # One thread: on a shared 2-core machine two OpenMP threads per process
-        # oversubscribe the cores and a step can take 10-50x longer (measured).
-        "threads": 1,
-        "models": ["wide-mlp"],
-        "regularizers": ["none", "dropout"],
-        "p": [0.2, 0.5],
-        "epochs": 30,
-        "seeds": [0, 1],
-        "impl": ["torch", "dropkit"],
-        "target_accuracy": 0.60,
-    }
+    options = ConvergenceOptions
     plot_name = "convergence.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        add_impl_option(group)  # what it means for step-time
-        group.add_argument(
-            "--target-accuracy",
-            dest="target_accuracy",
-            type=float,
-            default=None,
-            help="target validation accuracy for epochs/seconds to target "
-            "(default 0.60: ~90%% of the unregularized wide MLP's best on "
-            "MNIST-1D)",
-        )
-        # The step timing moved to its own experiment; these stay to say where.
-        group.add_argument(
-            "--timing", default=None, help=f"moved: {STEP_TIME} --shapes ('none' is accepted)"
-        )
-        group.add_argument(
-            "--timing-reps", dest="timing_reps", type=int, default=None,
-            help=f"moved: {STEP_TIME} --reps",
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        impls = choices(config["impl"], IMPLS, "dropout implementation (--impl)")
-        target = float(config["target_accuracy"])
-        if not 0.0 < target <= 1.0:
-            raise ValueError(
-                f"Invalid value for --target-accuracy: expected 0 < target <= 1. Received: {target}"
-            )
-        if config.get("timing") not in (None, "none", ["none"]):
-            shapes = ",".join(str(v) for v in plan.as_list(config["timing"]))
-            raise ValueError(
-                f"--timing moved: convergence no longer times training steps; the time per "
-                f"step is its own experiment, `{STEP_TIME} --shapes {shapes}`."
-            )
-        if config.get("timing_reps") is not None:
-            raise ValueError(
-                f"--timing-reps moved: the time per step is its own experiment, "
-                f"`{STEP_TIME} --reps {config['timing_reps']}`."
-            )
-        for name in config["regularizers"]:
-            if name not in ("none", "dropout"):
-                raise ValueError(
-                    f"convergence compares 'none' with 'dropout'; received "
-                    f"regularizer {name!r}. Choose from: none, dropout."
-                )
+        impls, target = config["impl"], config["target_accuracy"]
         specs = []
         for seed in config["seeds"]:
             for model in config["models"]:
@@ -176,21 +154,24 @@ class Convergence(Experiment):
             )
         return rows
 
-    def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import plot_curves, pyplot, save
+    def curves(self, records, config):
+        train = _training(records)
+        if not train:
+            return None
+        return dict(
+            records=train,
+            label=lambda r, _rs: _label(r),
+            title="Test (solid) and train (dashed) accuracy",
+        )
+
+    def figures(self, records, config, out_dir):
+        from dropkit.experiments.plots import pyplot, save
 
         out_dir = Path(out_dir)
         train = _training(records)
         if not train:
             return []
-        images = [
-            plot_curves(
-                train,
-                out_dir / "curves.png",
-                label=lambda r, _rs: _label(r),
-                title="Test (solid) and train (dashed) accuracy",
-            )
-        ]
+        images: list[Path] = []
         plt = pyplot()
         target = float(config["target_accuracy"])
         fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(12, 4.4))

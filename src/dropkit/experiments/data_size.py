@@ -9,61 +9,42 @@ data trains for 10x the epochs, so small sets are not simply under-trained
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dropkit.experiments.options import CommonOptions, between, option
 from dropkit.experiments.plan import grid
-from dropkit.experiments.registry import Experiment, comma_list, register
+from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, significance, summary_table
 from dropkit.experiments.train import RunSpec
 from dropkit.experiments.wording import percent as pct
 
-_fractions = comma_list(
-    float, "numbers", lambda v: None if 0 < v <= 1 else f"fractions must be in (0, 1], got {v}"
-)
+
+@dataclass(frozen=True)
+class DataSizeOptions(CommonOptions):
+    seeds: tuple[int, ...] = (0, 1)
+    fractions: tuple[float, ...] = option(
+        (0.1, 0.25, 0.5, 1.0), "fractions of the training set",
+        check=between(0, 1, low_open=True, name="fraction"),
+    )
+    fixed_epochs: bool = option(
+        False, "train every fraction for the same number of epochs (off: the same number "
+        "of optimiser steps)",
+    )
 
 
 @register
 class DataSize(Experiment):
     name = "data-size"
     help = "With and without dropout as the training set shrinks (10%..100%)."
-    defaults = {
-        "models": ["wide-mlp"],
-        "regularizers": ["none", "dropout"],
-        "seeds": [0, 1],
-        "fractions": [0.1, 0.25, 0.5, 1.0],
-        "fixed_epochs": False,
-    }
+    options = DataSizeOptions
     plot_name = "data_size.png"
-
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument(
-            "--fractions",
-            type=_fractions,
-            default=None,
-            metavar="F1,F2,..",
-            help="fractions of the training set (default 0.1,0.25,0.5,1)",
-        )
-        group.add_argument(
-            "--fixed-epochs",
-            action="store_const",
-            const=True,
-            default=None,
-            help="train every fraction for the same number of epochs (default: the same "
-            "number of optimiser steps)",
-        )
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         specs = []
-        fractions = [float(f) for f in config["fractions"]]
-        for f in fractions:  # the Python API bypasses the argparse type
-            if not 0.0 < f <= 1.0:
-                raise ValueError(
-                    f"Invalid value for --fractions: fractions must be in (0, 1], got {f}"
-                )
         for spec in grid(config):
-            for f in fractions:
+            for f in config["fractions"]:
                 epochs = spec.epochs if config["fixed_epochs"] else math.ceil(spec.epochs / f)
                 specs.append(RunSpec(**{**spec.to_dict(), "train_fraction": f, "epochs": epochs}))
         return specs
@@ -71,16 +52,15 @@ class DataSize(Experiment):
     def table(self, records, config):
         return summary_table(records, by=("dataset", "model", "regularizer", "p", "train_size"))
 
-    def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import errorbar_lines, plot_curves, pyplot, save
+    def curves(self, records, config):
+        return dict(
+            panel=lambda r: f"{r['model']}, {r['train_size']} training examples",
+        )
 
-        images = [
-            plot_curves(
-                records,
-                Path(out_dir) / "curves.png",
-                panel=lambda r: f"{r['model']}, {r['train_size']} training examples",
-            )
-        ]
+    def figures(self, records, config, out_dir):
+        from dropkit.experiments.plots import errorbar_lines, pyplot, save
+
+        images: list[Path] = []
         plt = pyplot()
         fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(11, 4.2))
         errorbar_lines(

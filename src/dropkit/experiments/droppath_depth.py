@@ -21,14 +21,15 @@ final train and test accuracy.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from dropkit.experiments import plan, regularizers
-from dropkit.experiments.claims_util import choices, floats
 from dropkit.experiments.models import ResMLP
+from dropkit.experiments.options import CommonOptions, option
 from dropkit.experiments.plan import model_settings
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import group, mean_std
@@ -53,6 +54,21 @@ def build_resmlp(
     return model
 
 
+@dataclass(frozen=True)
+class DropPathOptions(CommonOptions):
+    models: tuple[str, ...] = ("resmlp",)
+    regularizers: tuple[str, ...] = ("droppath",)
+    p: tuple[float, ...] | None = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9)
+    epochs: int | None = 15
+    seeds: tuple[int, ...] = (0, 1)
+    schedules: tuple[str, ...] = option(
+        SCHEDULES, "DropPath schedules; --p gives the max rates", choices=SCHEDULES,
+        what="DropPath schedule",
+    )
+    depth: int = option(12, "residual blocks of the resmlp",
+                        check=lambda d: None if d >= 2 else "expected at least 2")
+
+
 @register
 class DropPathDepth(Experiment):
     name = "droppath"
@@ -61,46 +77,16 @@ class DropPathDepth(Experiment):
         "linear depth schedule vs uniform rate; converged = final train loss <= half its "
         "starting value."
     )
-    defaults = {
-        # One thread: on a shared 2-core machine two OpenMP threads per process
-        # oversubscribe the cores and a step can take 10-50x longer (measured).
-        "threads": 1,
-        "models": ["resmlp"],
-        "regularizers": ["droppath"],
-        "p": [0.0, 0.1, 0.3, 0.5, 0.7, 0.9],
-        "epochs": 15,
-        "seeds": [0, 1],
-        "schedules": list(SCHEDULES),
-        "depth": 12,
-    }
+    options = DropPathOptions
+    accepts = ("resmlp",)
     plot_name = "droppath.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument(
-            "--schedules",
-            default=None,
-            help="DropPath schedules, comma-separated: linear, uniform "
-            "(default: both); --p gives the max rates",
-        )
-        group.add_argument(
-            "--depth", type=int, default=None, help="residual blocks of the resmlp (default 12)"
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        schedules = choices(config["schedules"], SCHEDULES, "DropPath schedule (--schedules)")
-        depth = int(config["depth"])
-        if depth < 2:
-            raise ValueError(f"Invalid value for --depth: expected >= 2. Received: {depth}")
-        if config["models"] != ["resmlp"]:
-            raise ValueError(
-                "droppath trains the residual MLP only; use --model resmlp "
-                f"(received {', '.join(config['models'])})."
-            )
+        schedules, depth = config["schedules"], config["depth"]
         specs = []
         for seed in config["seeds"]:
             s = model_settings(config, "resmlp")
-            rates = floats(s["p"], "--p (max DropPath rate)")
+            rates = s["p"]
             for schedule in schedules:
                 for rate in rates:
                     if rate == 0.0 and schedule != schedules[0]:
@@ -160,19 +146,18 @@ class DropPathDepth(Experiment):
             )
         return rows
 
-    def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import plot_curves, pyplot, save
+    def curves(self, records, config):
+        return dict(
+            label=lambda r, _rs: f"{r['schedule']} max={r['p']:g}",
+            panel=lambda r: f"resmlp ({r['depth']} blocks), DropPath schedule: {r['schedule']}",
+            title="Test (solid) and train (dashed) accuracy",
+        )
+
+    def figures(self, records, config, out_dir):
+        from dropkit.experiments.plots import pyplot, save
 
         out_dir = Path(out_dir)
-        images = [
-            plot_curves(
-                records,
-                out_dir / "curves.png",
-                label=lambda r, _rs: f"{r['schedule']} max={r['p']:g}",
-                panel=lambda r: f"resmlp ({r['depth']} blocks), DropPath schedule: {r['schedule']}",
-                title="Test (solid) and train (dashed) accuracy",
-            )
-        ]
+        images: list[Path] = []
         plt = pyplot()
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
         base = [r for r in records if r["schedule"] == "none"]

@@ -10,6 +10,7 @@ scaled in training; classic dropout scales by 1 - p at test time).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from dropkit.experiments.options import CommonOptions, option, positive
 from dropkit.experiments.plan import grid
-from dropkit.experiments.registry import Experiment, comma_list, register
+from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import group, mean_std, paired_difference, significance
 from dropkit.experiments.train import RunSpec, train_run
 from dropkit.experiments.wording import percent, plural, points
 
-_ks = comma_list(
-    int, "integers", lambda k: None if k >= 1 else f"sample counts must be >= 1, got {k}"
-)
+
+@dataclass(frozen=True)
+class MCAveragingOptions(CommonOptions):
+    regularizers: tuple[str, ...] = ("dropout",)
+    p: tuple[float, ...] | None = (0.5,)
+    samples: tuple[int, ...] = option(
+        (1, 2, 3, 5, 10, 20, 50, 100), "numbers of stochastic passes to average",
+        check=positive, metavar="K1,K2,..",
+    )
 
 
 @torch.no_grad()
@@ -67,37 +75,16 @@ class MCAveraging(Experiment):
         "Test error of Monte-Carlo averaging over k stochastic passes (k = 1..100) against "
         "the deterministic weight-scaling rule."
     )
-    defaults = {
-        "models": ["wide-mlp"],
-        "regularizers": ["dropout"],
-        "p": [0.5],
-        "seeds": [0, 1, 2],
-        "samples": [1, 2, 3, 5, 10, 20, 50, 100],
-    }
+    options = MCAveragingOptions
     plot_name = "mc_averaging.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument(
-            "--samples",
-            type=_ks,
-            default=None,
-            metavar="K1,K2,..",
-            help="numbers of stochastic passes to average (default 1,2,3,5,10,20,50,100)",
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        for k in config["samples"]:  # the Python API bypasses the argparse type
-            if int(k) < 1 or int(k) != k:
-                raise ValueError(
-                    f"Invalid value for --samples: expected positive integers. Received: {k}"
-                )
         return grid(config)
 
     def run_one(self, spec, data, ctx):
         result = train_run(spec, data, ctx)
         record = result.record
-        ks = sorted({int(k) for k in ctx.config.get("samples", self.defaults["samples"])})
+        ks = sorted({int(k) for k in ctx.config["samples"]})
         x = result.data.x_test.to(ctx.device)
         y = result.data.y_test.to(ctx.device)
         means = mc_predict(
@@ -130,10 +117,10 @@ class MCAveraging(Experiment):
             rows.append(row)
         return rows
 
-    def plots(self, records, config, out_dir):
+    def figures(self, records, config, out_dir):
         from dropkit.experiments.plots import pyplot, save
 
-        images = super().plots(records, config, out_dir)
+        images: list[Path] = []
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.4))
         cmap = plt.get_cmap("tab10")

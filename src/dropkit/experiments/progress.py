@@ -9,7 +9,6 @@ nothing until the end, so there each finished run prints one line instead::
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 
@@ -26,8 +25,8 @@ def run_summary(record: dict[str, Any]) -> str:
 class Progress:
     """Progress of the runs of one experiment (nothing at all when ``quiet``).
 
-    Runs in this process report ``start_run`` / ``epoch`` / ``end_run``; runs
-    finished elsewhere (worker processes, in any order) report ``run_done``.
+    Runs in this process report ``start_run`` and ``epoch`` (the epoch bar); every
+    finished run, here or in a worker process (in any order), reports ``run_done``.
     """
 
     def __init__(
@@ -36,8 +35,6 @@ class Progress:
         self.quiet = quiet
         self.total = total_runs
         self.done = done_runs
-        self._key = ""
-        self._started = 0.0
         if quiet:
             return
         from rich.console import Console
@@ -83,7 +80,6 @@ class Progress:
 
     def start_run(self, key: str, epochs: int) -> None:
         """A run of ``epochs`` epochs starts in this process."""
-        self._key, self._started = key, time.perf_counter()
         if self._bars:
             self._progress.reset(
                 self._epochs, total=epochs, completed=0, description=key, visible=True
@@ -93,10 +89,6 @@ class Progress:
         """Epoch ``epoch`` of ``epochs`` of the current run is done."""
         if self._bars:
             self._progress.update(self._epochs, completed=epoch, total=epochs)
-
-    def end_run(self) -> None:
-        """The run started by :meth:`start_run` is done."""
-        self.run_done(self._key, f"{time.perf_counter() - self._started:.1f} s")
 
     def run_done(self, key: str, summary: str) -> None:
         """The run ``key`` is done (here or in a worker, in any order): count it, and

@@ -20,10 +20,12 @@ mask). Same rate ``p`` everywhere.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments.claims_util import choices, variant_label, variant_runs
+from dropkit.experiments.claims_util import variant_label, variant_runs
+from dropkit.experiments.options import CommonOptions, option
 from dropkit.experiments.recurrent_models import RECURRENT_VARIANTS, GRUClassifier
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import (
@@ -37,6 +39,17 @@ from dropkit.experiments.train import RunSpec, train_run
 from dropkit.experiments.wording import listing, percent, plural, points
 
 
+@dataclass(frozen=True)
+class RecurrentOptions(CommonOptions):
+    models: tuple[str, ...] = ("gru",)
+    regularizers: tuple[str, ...] = ("dropout",)
+    seeds: tuple[int, ...] = (0, 1)
+    rnn_variants: tuple[str, ...] = option(
+        RECURRENT_VARIANTS, "recurrent dropout variants", choices=RECURRENT_VARIANTS,
+        what="recurrent variant",
+    )
+
+
 @register
 class Recurrent(Experiment):
     name = "recurrent"
@@ -45,37 +58,12 @@ class Recurrent(Experiment):
         "dropout, naive per-step dropout on inputs and state, locked (variational) dropout, "
         "WeightDrop on the recurrent weights, and dropout between stacked layers."
     )
-    defaults = {
-        # One thread: on a shared 2-core machine two OpenMP threads per process
-        # oversubscribe the cores and a step can take 10-50x longer (measured).
-        "threads": 1,
-        "models": ["gru"],
-        "regularizers": ["dropout"],
-        "seeds": [0, 1],
-        "rnn_variants": list(RECURRENT_VARIANTS),
-    }
+    options = RecurrentOptions
+    accepts = ("gru",)
     plot_name = "recurrent.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument(
-            "--rnn-variants",
-            dest="rnn_variants",
-            default=None,
-            help="recurrent dropout variants, comma-separated: "
-            f"{', '.join(RECURRENT_VARIANTS)} (default: all)",
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        variants = choices(
-            config["rnn_variants"], RECURRENT_VARIANTS, "recurrent variant (--rnn-variants)"
-        )
-        if config["models"] != ["gru"]:
-            raise ValueError(
-                "recurrent trains the GRU classifier only; use --model gru "
-                f"(received {', '.join(config['models'])})."
-            )
-        return variant_runs(config, ["gru"], variants)
+        return variant_runs(config, ["gru"], config["rnn_variants"])
 
     def run_one(self, spec, data, ctx):
         def build():
@@ -87,20 +75,19 @@ class Recurrent(Experiment):
         metrics = [(f, f) for f in ("test_acc", "val_acc", "train_acc", "gap", "seconds")]
         return summary_table(records, by=("variant", "p"), metrics=metrics)
 
-    def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import bars, plot_curves, pyplot, save
+    def curves(self, records, config):
+        return dict(
+            label=variant_label,
+            panel=lambda r: f"GRU on {r['dataset']} (40 steps)",
+            title="Test (solid) and train (dashed) accuracy",
+        )
+
+    def figures(self, records, config, out_dir):
+        from dropkit.experiments.plots import bars, pyplot, save
 
         out_dir = Path(out_dir)
 
-        images = [
-            plot_curves(
-                records,
-                out_dir / "curves.png",
-                label=variant_label,
-                panel=lambda r: f"GRU on {r['dataset']} (40 steps)",
-                title="Test (solid) and train (dashed) accuracy",
-            )
-        ]
+        images: list[Path] = []
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(8, 4.2))
         by_variant = group(records, ("variant", "p"))

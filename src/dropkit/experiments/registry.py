@@ -13,11 +13,12 @@ filled in one place (see the package docstring for the recipe).
 
 from __future__ import annotations
 
-import argparse
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from dropkit.experiments.options import CommonOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     from dropkit.experiments.data import Dataset
@@ -51,18 +52,20 @@ class Experiment:
     Subclasses set the class attributes and override :meth:`runs`; the other
     hooks have sensible defaults. The resolved configuration ``config`` is a
     plain JSON-serialisable dict (it is written to ``results.json`` and read back
-    by ``--resume``): the common options (``dataset``, ``models``,
-    ``regularizers``, ``p``, ``epochs``, ``seeds``, ...) plus the experiment's own
-    options declared in :meth:`add_arguments`.
+    by ``--resume``): the fields of :attr:`options`, checked, in their JSON form
+    (tuples as lists), plus ``model_settings``.
     """
 
     #: the name used on the command line, e.g. ``"sweep-p"``
     name: ClassVar[str] = ""
     #: one line for ``dropkit run --help``
     help: ClassVar[str] = ""
-    #: overrides of the common defaults (see ``runner.COMMON_DEFAULTS``), e.g.
-    #: ``{"models": ["wide-mlp"], "regularizers": ["dropout"], "seeds": [0, 1]}``
-    defaults: ClassVar[dict[str, Any]] = {}
+    #: the options: a frozen dataclass subclassing ``options.CommonOptions``, whose
+    #: fields generate the command line, ``--help`` and the validation
+    options: ClassVar[type] = CommonOptions
+    #: the models it trains (None: every model of the registry); the runner refuses
+    #: others with the list of these
+    accepts: ClassVar[tuple[str, ...] | None] = None
     #: the experiment-specific plot's file name (besides ``curves.png``)
     plot_name: ClassVar[str | None] = None
     #: what the table's cells are, above it in the report and the terminal
@@ -78,18 +81,6 @@ class Experiment:
     #: the measured wall time of the default run, for ``dropkit run NAME --help``
     #: (e.g. "about 1.5 minutes on 2 cores, measured"); empty when not measured
     wall_time: ClassVar[str] = ""
-
-    # ----------------------------------------------------------------- options
-    @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        """Declare experiment-specific command-line options on ``group``.
-
-        Give every option ``default=None`` (the runner then takes the value from
-        :attr:`defaults`, so ``--resume`` and the Python API see the same
-        values) and a ``dest`` that does not clash with another experiment's
-        option unless the two mean the same thing. Options given for another
-        experiment are rejected with a clear error.
-        """
 
     # ------------------------------------------------------- accepted inputs
     @classmethod
@@ -110,6 +101,11 @@ class Experiment:
 
         for name in names:
             models.get(name)
+            if cls.accepts is not None and name not in cls.accepts:
+                raise ValueError(
+                    f"Experiment {cls.name!r} does not train model {name!r}. Choose from: "
+                    f"{', '.join(cls.accepts)} (e.g. --model {cls.accepts[0]})."
+                )
 
     # --------------------------------------------------------------- the runs
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
@@ -138,17 +134,33 @@ class Experiment:
 
         return summary_table(records, by=("dataset", "model", "regularizer", "p"))
 
+    def curves(self, records: Sequence[dict[str, Any]], config: dict[str, Any]) -> dict | None:
+        """How ``curves.png`` draws the runs' training curves: keyword arguments of
+        ``plots.plot_curves`` (``label``, ``panel``, ``title``, ``color_by``, and
+        ``records`` to draw a subset); None for no curves.png."""
+        return {}
+
+    def figures(
+        self, records: Sequence[dict[str, Any]], config: dict[str, Any], out_dir: Path
+    ) -> list[Path]:
+        """Write the experiment's own PNGs into ``out_dir``; return their paths."""
+        return []
+
     def plots(
         self, records: Sequence[dict[str, Any]], config: dict[str, Any], out_dir: Path
     ) -> list[Path]:
-        """Write the experiment's PNGs into ``out_dir``; return their paths.
-
-        The default writes ``curves.png``; subclasses usually call ``super()``
-        and add their own plot.
-        """
+        """Every figure of the report: ``curves.png`` (see :meth:`curves`), then
+        :meth:`figures`. The runner calls this; experiments override those two."""
         from dropkit.experiments.plots import plot_curves
 
-        return [plot_curves(records, out_dir / "curves.png")]
+        out_dir = Path(out_dir)
+        curves = self.curves(records, config)
+        images = []
+        if curves is not None:
+            curves = dict(curves)
+            images.append(plot_curves(curves.pop("records", records), out_dir / "curves.png",
+                                      **curves))
+        return images + self.figures(records, config, out_dir)
 
     def reading(self, records: Sequence[dict[str, Any]], config: dict[str, Any]) -> list[str]:
         """A plain-language reading of the result, computed from the numbers.
@@ -157,32 +169,6 @@ class Experiment:
         measured means and say whether a difference exceeds the seed spread.
         """
         return []
-
-
-def comma_list(
-    convert: Callable[[str], Any], what: str, check: Callable[[Any], str | None] | None = None
-) -> Callable[[str], list]:
-    """An argparse ``type`` for ``"a,b,c"``: each item converted, then checked.
-
-    ``check(value)`` returns an error message for a bad value (None when fine);
-    a value that does not convert is reported as "expected {what}".
-    """
-    import argparse
-
-    def parse(text: str) -> list:
-        try:
-            values = [convert(t.strip()) for t in text.split(",") if t.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not values:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        for value in values:
-            problem = check(value) if check is not None else None
-            if problem:
-                raise argparse.ArgumentTypeError(problem)
-        return values
-
-    return parse
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:

@@ -8,7 +8,6 @@ The command line calls :func:`run_from_args`; Python code and tests call
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -16,33 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments import backends, models, registry, regularizers, results
-from dropkit.experiments.plan import as_list, model_settings
-
-#: defaults of the options every experiment shares. ``None`` means "per model"
-#: (see ``models.MODELS[...].defaults``) or "the experiment's default".
-COMMON_DEFAULTS: dict[str, Any] = {
-    "dataset": "mnist1d",
-    "models": ["wide-mlp"],
-    "regularizers": ["none", "dropout"],
-    "p": None,
-    "epochs": None,
-    "seeds": [0, 1, 2],
-    "batch_size": None,
-    "lr": None,
-    "weight_decay": 1e-3,
-    "l1": 1e-5,
-    "max_norm": 2.0,
-    "patience": 50,
-    "val_fraction": 0.2,
-    "device": "auto",
-    "threads": None,
-    "workers": None,
-    "backend": "local",
-    "ray_address": None,
-}
-#: options that describe *how* to run, not *what*: ``--resume`` may change them
-RUNTIME_OPTIONS = ("device", "threads", "workers", "backend", "ray_address")
+from dropkit.experiments import backends, models, registry, results
+from dropkit.experiments import options as declared
+from dropkit.experiments.options import RUNTIME_OPTIONS
+from dropkit.experiments.plan import model_settings
 
 
 class ConfigError(ValueError):
@@ -50,107 +26,29 @@ class ConfigError(ValueError):
 
 
 # -------------------------------------------------------------- configuration
-def experiment_option_defaults(exp: type[registry.Experiment]) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(add_help=False)
-    group = parser.add_argument_group()
-    exp.add_arguments(group)
-    return {a.dest: a.default for a in group._group_actions}
+def resolve_config(experiment: str, given: dict[str, Any]) -> dict[str, Any]:
+    """Fill in defaults (the experiment's options dataclass) and validate every value.
 
-
-def resolve_config(experiment: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Fill in defaults (common < experiment < given) and validate every name and number.
-
-    Raises :class:`ConfigError` with a message that lists the valid choices.
-    Nothing is written before this has passed.
+    Raises :class:`ConfigError` with a message that names the option and lists the
+    valid choices. Nothing is written before this has passed.
     """
     try:
         exp = registry.get(experiment)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    own = experiment_option_defaults(exp)
-    known = set(COMMON_DEFAULTS) | set(own)
-    unknown = sorted(k for k, v in options.items() if k not in known and v is not None)
+    known = {f.name for f in declared.fields(exp.options)}
+    unknown = sorted(k for k, v in given.items() if k not in known and v is not None)
     if unknown:
         raise ConfigError(
             f"Option(s) {', '.join('--' + u.replace('_', '-') for u in unknown)} do not apply "
             f"to experiment {experiment!r}."
         )
-    config: dict[str, Any] = {"experiment": experiment}
-    for key, default in {**COMMON_DEFAULTS, **own}.items():
-        value = options.get(key)
-        if value is None:
-            value = exp.defaults.get(key, default)
-        config[key] = value
-
-    config["models"] = as_list(config["models"])
-    config["regularizers"] = as_list(config["regularizers"])
-    config["seeds"] = [int(s) for s in as_list(config["seeds"])]
-    if config["p"] is not None:
-        config["p"] = [float(p) for p in as_list(config["p"])]
     try:
+        config: dict[str, Any] = {"experiment": experiment, **declared.resolve(exp.options, given)}
         exp.check_dataset(config["dataset"])
         exp.check_models(config["models"])
-        for r in config["regularizers"]:
-            regularizers.get(r)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if not config["models"]:
-        raise ConfigError("Give at least one model.")
-    if not config["regularizers"]:
-        raise ConfigError("Give at least one regularizer.")
-    if not config["seeds"]:
-        raise ConfigError("Give at least one seed.")
-    for p in config["p"] or []:
-        if not (0.0 <= p < 1.0) or math.isnan(p):
-            raise ConfigError(f"Invalid value for --p: expected 0 <= p < 1. Received: p={p}")
-    for key in ("epochs", "batch_size"):
-        if config[key] is not None and int(config[key]) < 1:
-            raise ConfigError(f"Invalid value for --{key.replace('_', '-')}: {config[key]}")
-    if len(set(config["seeds"])) != len(config["seeds"]):
-        raise ConfigError(f"Invalid value for --seeds: a seed is repeated in {config['seeds']}")
-    for key, low, strict in (("lr", 0.0, True), ("weight_decay", 0.0, False),
-                             ("l1", 0.0, False), ("max_norm", 0.0, True)):
-        value = config.get(key)
-        if value is None:
-            continue
-        ok = math.isfinite(value) and (value > low if strict else value >= low)
-        if not ok:
-            expected = f"a finite number {'>' if strict else '>='} {low:g}"
-            raise ConfigError(
-                f"Invalid value for --{key.replace('_', '-')}: expected {expected}. "
-                f"Received: {value}"
-            )
-    for key in ("threads", "workers", "patience"):
-        if config[key] is not None and int(config[key]) < 1:
-            raise ConfigError(
-                f"Invalid value for --{key}: expected a positive integer. "
-                f"Received: {config[key]}"
-            )
-    vf = config["val_fraction"]
-    if not (isinstance(vf, int | float) and 0.0 < vf < 1.0):
-        raise ConfigError(
-            f"Invalid value for --val-fraction: expected 0 < fraction < 1. Received: {vf}"
-        )
-    if config["backend"] not in backends.BACKENDS:
-        raise ConfigError(
-            f"Invalid value for --backend: expected one of {', '.join(backends.BACKENDS)}. "
-            f"Received: {config['backend']!r}"
-        )
-    if config["ray_address"] is not None and config["backend"] != "ray":
-        raise ConfigError("--ray-address applies to --backend ray only.")
-    if config["device"] not in ("auto", "cpu") and not str(config["device"]).startswith("cuda"):
-        raise ConfigError(
-            f"Invalid value for --device: expected auto, cpu or cuda[:N]. "
-            f"Received: {config['device']!r}"
-        )
-    for r in config["regularizers"]:
-        if regularizers.get(r).droppath:
-            bad = [m for m in config["models"] if m != "resmlp"]
-            if bad:
-                raise ConfigError(
-                    f"Regularizer 'droppath' needs residual branches; model(s) "
-                    f"{', '.join(bad)} have none. Use --model resmlp."
-                )
     config["model_settings"] = {
         m: model_settings(config, m) for m in config["models"] if m in models.names()
     }

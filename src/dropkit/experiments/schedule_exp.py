@@ -41,14 +41,15 @@ Liu et al.'s measure of underfitting.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from dropkit.experiments import fit, models, plan, regularizers, wording
-from dropkit.experiments.claims_util import choices
 from dropkit.experiments.models import ResMLP
+from dropkit.experiments.options import CommonOptions, between, option, positive
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec, train_run
@@ -75,6 +76,36 @@ def build_network(spec: RunSpec, n_features: int, n_classes: int) -> nn.Module:
     return models.build_model(spec.model, n_features, n_classes, reg, spec.p)
 
 
+@dataclass(frozen=True)
+class ScheduleOptions(CommonOptions):
+    models: tuple[str, ...] = ("tutorial-mlp", "wide-mlp", "resmlp")
+    seeds: tuple[int, ...] = (0, 1)
+    epochs: int | None = 100
+    patience: int | None = 10
+    modes: tuple[str, ...] = option(MODES, "when dropout is on", choices=MODES, what="mode")
+    until_epochs: int = option(10, "epoch of the switch: early ends, late starts",
+                               check=positive)
+    early_p: float = option(
+        0.1, "early dropout/drop-path rate (Liu et al.'s); --p sets standard and late",
+        check=between(0, 1, low_open=True, high_open=True, name="p"),
+    )
+    early_shape: str = option("linear", "early phase", choices=("linear", "constant"),
+                              what="shape")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if tuple(self.regularizers) != ("none", "dropout"):
+            raise ValueError(
+                "schedule picks the regularizer itself (dropout; droppath on "
+                "resmlp): drop --regularizers and choose --modes."
+            )
+        if "late" in self.modes and self.patience is not None and self.patience < self.until_epochs:
+            raise ValueError(
+                f"--patience {self.patience} is below --until-epochs {self.until_epochs}: a "
+                "late run could stop before its dropout starts. Raise --patience."
+            )
+
+
 @register
 class Schedule(Experiment):
     name = "schedule"
@@ -84,69 +115,12 @@ class Schedule(Experiment):
         "dropout (drop-path on resmlp); final training loss, test accuracy at the best "
         "validation epoch, curves."
     )
-    defaults = {
-        "threads": 1,
-        "models": ["tutorial-mlp", "wide-mlp", "resmlp"],
-        "regularizers": ["none", "dropout"],  # not used: the mode and the model decide
-        "seeds": [0, 1],
-        "epochs": 100,
-        "patience": 10,
-        "modes": list(MODES),
-        "until_epochs": 10,
-        "early_p": 0.1,
-        "early_shape": "linear",
-    }
+    options = ScheduleOptions
     plot_name = "schedule.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument(
-            "--modes",
-            default=None,
-            help="comma-separated: none, standard, early, late",
-        )
-        group.add_argument(
-            "--until-epochs",
-            dest="until_epochs",
-            type=int,
-            default=None,
-            help="epoch of the switch: early ends, late starts",
-        )
-        group.add_argument(
-            "--early-p",
-            dest="early_p",
-            type=float,
-            default=None,
-            help="early dropout/drop-path rate (Liu et al.'s); --p sets standard and late",
-        )
-        group.add_argument(
-            "--early-shape",
-            dest="early_shape",
-            default=None,
-            help="early phase: linear or constant",
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        modes = choices(config["modes"], MODES, "mode (--modes)")
-        shape = choices(config["early_shape"], ("linear", "constant"), "shape (--early-shape)")[0]
-        until, early_p = int(config["until_epochs"]), float(config["early_p"])
-        if until < 1:
-            raise ValueError(f"Invalid value for --until-epochs: expected >= 1. Received: {until}")
-        if math.isnan(early_p) or not 0.0 < early_p < 1.0:
-            raise ValueError(
-                f"Invalid value for --early-p: expected 0 < p < 1. Received: {early_p}"
-            )
-        if config["regularizers"] != ["none", "dropout"]:
-            raise ValueError(
-                "schedule picks the regularizer itself (dropout; droppath on "
-                "resmlp): drop --regularizers and choose --modes."
-            )
-        patience = config.get("patience")
-        if "late" in modes and patience is not None and int(patience) < until:
-            raise ValueError(
-                f"--patience {patience} is below --until-epochs {until}: a late run "
-                "could stop before its dropout starts. Raise --patience."
-            )
+        modes, shape = config["modes"], config["early_shape"]
+        until, early_p = config["until_epochs"], config["early_p"]
         specs = []
         for seed in config["seeds"]:
             for model in config["models"]:
@@ -241,18 +215,17 @@ class Schedule(Experiment):
             )
         return rows
 
-    def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import plot_curves, pyplot, save, suptitle
+    def curves(self, records, config):
+        return dict(
+            label=lambda r, _: _label(r),
+            panel=lambda r: f"{r['model']} on {r['dataset']}",
+        )
+
+    def figures(self, records, config, out_dir):
+        from dropkit.experiments.plots import pyplot, save, suptitle
 
         out_dir = Path(out_dir)
-        images = [
-            plot_curves(
-                records,
-                out_dir / "curves.png",
-                label=lambda r, _: _label(r),
-                panel=lambda r: f"{r['model']} on {r['dataset']}",
-            )
-        ]
+        images: list[Path] = []
         plt = pyplot()
         panels = group(records, ("dataset", "model"))
         fig, axes = plt.subplots(

@@ -25,19 +25,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from dropkit.experiments.claims_util import add_impl_option, choices
-from dropkit.experiments.plan import as_list
+from dropkit.experiments.claims_util import impl_option
+from dropkit.experiments.options import CommonOptions, option, positive
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.train import RunSpec
 from dropkit.experiments.wording import capitalise, span
-
-IMPLS = ("torch", "dropkit")
 
 #: the network shapes timed: (hidden width, batch size, description)
 SHAPES: dict[str, tuple[int, int, str]] = {
@@ -121,6 +120,19 @@ def time_split(
     return out
 
 
+@dataclass(frozen=True)
+class StepTimeOptions(CommonOptions):
+    # One run at a time: timings of shapes running in parallel would disturb each other.
+    workers: int | None = 1
+    p: tuple[float, ...] | None = (0.5,)
+    seeds: tuple[int, ...] = (0,)
+    impl: tuple[str, ...] = impl_option()
+    shapes: tuple[str, ...] = option(tuple(SHAPES), "network shapes to time",
+                                     choices=tuple(SHAPES), what="network shape")
+    reps: int = option(60, "rounds of the side-by-side timing; the fastest is reported",
+                       check=positive)
+
+
 @register
 class StepTime(Experiment):
     name = "step-time"
@@ -129,43 +141,13 @@ class StepTime(Experiment):
         "of a few shapes without dropout and with torch's and dropkit's, timed side by side "
         "(dropkit.bench), split into dropout and the rest."
     )
-    defaults = {
-        # One thread: on a shared 2-core machine two OpenMP threads per process
-        # oversubscribe the cores and a step can take 10-50x longer (measured).
-        "threads": 1,
-        # One run at a time: timings of shapes running in parallel would disturb each other.
-        "workers": 1,
-        "p": [0.5],
-        "seeds": [0],
-        "impl": list(IMPLS),
-        "shapes": list(SHAPES),
-        "reps": 60,
-    }
+    options = StepTimeOptions
     plot_name = "time_split.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        add_impl_option(group)  # what it means for convergence
-        group.add_argument(
-            "--shapes",
-            default=None,
-            help=f"network shapes to time, comma-separated: {', '.join(SHAPES)} (default: all)",
-        )
-        group.add_argument(
-            "--reps",
-            type=int,
-            default=None,
-            help="rounds of the side-by-side timing; the fastest is reported (default 60)",
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        impls = choices(config["impl"], IMPLS, "dropout implementation (--impl)")
-        shapes = choices(config["shapes"], tuple(SHAPES), "network shape (--shapes)")
-        reps = int(config["reps"])
-        if reps < 1:
-            raise ValueError(f"Invalid value for --reps: expected >= 1. Received: {reps}")
+        impls, shapes, reps = config["impl"], config["shapes"], config["reps"]
         specs = []
-        for p in as_list(config["p"]) or self.defaults["p"]:
+        for p in config["p"]:
             for shape in shapes:
                 width, batch, _ = SHAPES[shape]
                 specs.append(
@@ -218,7 +200,10 @@ class StepTime(Experiment):
             for impl in r["impl"].split(",")
         ]
 
-    def plots(self, records, config, out_dir):
+    def curves(self, records, config):
+        return None  # no curves.png: timed steps, not training
+
+    def figures(self, records, config, out_dir):
         from dropkit.experiments.plots import pyplot, save, suptitle
 
         plt = pyplot()

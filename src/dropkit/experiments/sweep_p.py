@@ -3,9 +3,11 @@ probability p in 0..0.9 -- the classic U-shaped curve (Srivastava et al. 2014, f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dropkit.experiments.options import CommonOptions
 from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import difference, group, mean_std, significance
@@ -13,31 +15,33 @@ from dropkit.experiments.train import RunSpec
 from dropkit.experiments.wording import percent as pct
 
 
+@dataclass(frozen=True)
+class SweepPOptions(CommonOptions):
+    regularizers: tuple[str, ...] = ("dropout",)
+    p: tuple[float, ...] | None = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    seeds: tuple[int, ...] = (0, 1)
+
+
 @register
 class SweepP(Experiment):
     name = "sweep-p"
     help = "Test accuracy and generalization gap against the drop probability p = 0..0.9."
-    defaults = {
-        "models": ["wide-mlp"],
-        "regularizers": ["dropout"],
-        "p": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        "seeds": [0, 1],
-    }
+    options = SweepPOptions
     plot_name = "sweep_p.png"
 
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
         return grid(config)
 
-    def plots(self, records, config, out_dir):
-        from dropkit.experiments.plots import errorbar_lines, plot_curves, pyplot, save
+    def curves(self, records, config):
+        return dict(
+            color_by=lambda r: r["p"], color_label="drop probability p",
+        )
+
+    def figures(self, records, config, out_dir):
+        from dropkit.experiments.plots import errorbar_lines, pyplot, save
 
         # ten p values: curves coloured by p with a colorbar, not a ten-entry legend
-        images = [
-            plot_curves(
-                records, Path(out_dir) / "curves.png",
-                color_by=lambda r: r["p"], color_label="drop probability p",
-            )
-        ]
+        images: list[Path] = []
         plt = pyplot()
         fig, (ax_acc, ax_gap) = plt.subplots(1, 2, figsize=(11, 4.2))
         for (_dataset, model, reg), runs in group(

@@ -17,8 +17,8 @@ Ghahramani 2016). Compared on:
 
 from __future__ import annotations
 
-import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 from torch.nn import functional as F
 
 from dropkit.experiments.claims_util import nanmean
+from dropkit.experiments.options import CommonOptions, option, positive
 from dropkit.experiments.plan import grid
 from dropkit.experiments.registry import Experiment, register
 from dropkit.experiments.summary import (
@@ -131,14 +132,15 @@ def prediction_metrics(probs: torch.Tensor, y: torch.Tensor, bins: int) -> dict[
 
 
 # --------------------------------------------------------------- experiment
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+@dataclass(frozen=True)
+class UncertaintyOptions(CommonOptions):
+    regularizers: tuple[str, ...] = ("dropout",)
+    mc_samples: int = option(30, "stochastic passes per MC-dropout prediction", check=positive,
+                             metavar="S")
+    ece_bins: int = option(
+        15, "equal-width confidence bins for ECE and the reliability diagram", check=positive,
+        metavar="B",
+    )
 
 
 @register
@@ -148,41 +150,10 @@ class Uncertainty(Experiment):
         "Deterministic vs MC-dropout predictions of the same network: accuracy, NLL, "
         "calibration (ECE, reliability diagram), AUROC of entropy / mutual information."
     )
-    defaults = {
-        "models": ["wide-mlp"],
-        "regularizers": ["dropout"],
-        "seeds": [0, 1, 2],
-        "mc_samples": 30,
-        "ece_bins": 15,
-    }
+    options = UncertaintyOptions
     plot_name = "reliability.png"
 
-    @classmethod
-    def add_arguments(cls, group) -> None:
-        group.add_argument(
-            "--mc-samples",
-            dest="mc_samples",
-            type=_positive_int,
-            default=None,
-            metavar="S",
-            help="stochastic passes per MC-dropout prediction (default 30)",
-        )
-        group.add_argument(
-            "--ece-bins",
-            dest="ece_bins",
-            type=_positive_int,
-            default=None,
-            metavar="B",
-            help="equal-width confidence bins for ECE and the reliability diagram (default 15)",
-        )
-
     def runs(self, config: dict[str, Any]) -> list[RunSpec]:
-        for key in ("mc_samples", "ece_bins"):
-            if int(config[key]) < 1:
-                raise ValueError(
-                    f"Invalid value for --{key.replace('_', '-')}: expected a positive "
-                    f"integer. Received: {config[key]!r}"
-                )
         # In the run's identity (RunSpec.extra): a resumed run keeps its settings,
         # and runs with other settings never pass for finished ones.
         settings = {"mc_samples": int(config["mc_samples"]), "ece_bins": int(config["ece_bins"])}
@@ -233,10 +204,10 @@ class Uncertainty(Experiment):
         # the short titles as keys: the report titles unknown keys by the key itself
         return [{titles.get(k, k): v for k, v in row.items()} for row in rows]
 
-    def plots(self, records, config, out_dir):
+    def figures(self, records, config, out_dir):
         from dropkit.experiments.plots import pyplot, save, suptitle
 
-        images = super().plots(records, config, out_dir)
+        images: list[Path] = []
         plt = pyplot()
         groups = group(records, ("model", "regularizer", "p"))
         fig, axes = plt.subplots(
