@@ -42,9 +42,13 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
+
+from dropkit.engine.philox_cpu import inline as _inline
+from dropkit.engine.philox_cpu import kernel as _jit
+from dropkit.engine.philox_cpu import key_words, philox_words_into
+from dropkit.engine.philox_cpu import philox_words as philox_words  # the generator, for tests
 
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for
     raise ImportError("dropkit's CPU kernels read Philox words as halfwords: little-endian only")
@@ -53,50 +57,6 @@ if sys.byteorder != "little":  # pragma: no cover - every platform torch ships f
 BLOCK_COUNTERS = 512
 BLOCK_ELEMENTS = 8 * BLOCK_COUNTERS
 
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_SHIFT32 = np.uint64(32)
-
-_jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _philox_words(first_counter, count, key0, key1, words):
-    """Philox4x32-10 of counters ``first_counter + k`` (k < count), key (key0, key1), into words.
-
-    Words are held in uint64 (always < 2**32) so that the 32 x 32 -> 64-bit
-    products are exact; the loop over k has no dependencies and vectorises.
-    """
-    for k in range(count):
-        counter = first_counter + np.uint64(k)
-        c0 = counter & _LOW32
-        c1 = counter >> _SHIFT32
-        c2 = np.uint64(0)
-        c3 = np.uint64(0)
-        k0 = key0
-        k1 = key1
-        for r in range(10):
-            if r > 0:
-                k0 = (k0 + _W0) & _LOW32
-                k1 = (k1 + _W1) & _LOW32
-            p0 = _M0 * c0
-            p1 = _M1 * c2
-            n0 = (p1 >> _SHIFT32) ^ c1 ^ k0
-            n2 = (p0 >> _SHIFT32) ^ c3 ^ k1
-            c1 = p1 & _LOW32
-            c3 = p0 & _LOW32
-            c0 = n0
-            c2 = n2
-        words[4 * k] = np.uint32(c0)
-        words[4 * k + 1] = np.uint32(c1)
-        words[4 * k + 2] = np.uint32(c2)
-        words[4 * k + 3] = np.uint32(c3)
-
-
-_inline = numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
 
 
 @_inline
@@ -105,7 +65,8 @@ def _chunk_lanes(c, n, key0, key1, offset, words):
     start = c * BLOCK_ELEMENTS
     stop = min(start + BLOCK_ELEMENTS, n)
     counters = (stop - start + 7) // 8
-    _philox_words(offset + np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters, key0, key1, words)
+    philox_words_into(offset + np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters, key0, key1,
+                      words)
     return start, stop, words.view(np.uint16)
 
 
@@ -261,29 +222,33 @@ def _scratch():
 @_jit
 def _dropout_float(x, out, t, scale, seed, offset):
     words, wide = _scratch()
+    key0, key1 = key_words(seed)
     for c in range(_chunks(x.size)):
-        _float_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
+        _float_chunk(x, out, t, scale, key0, key1, offset, c, words, wide)
 
 
 @_jit
 def _dropout_bf16(x, out, t, scale, seed, offset):
     words, wide = _scratch()
+    key0, key1 = key_words(seed)
     for c in range(_chunks(x.size)):
-        _bf16_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
+        _bf16_chunk(x, out, t, scale, key0, key1, offset, c, words, wide)
 
 
 @_jit
 def _dropout_f16(x, out, t, scale, seed, offset):
     words, wide = _scratch()
+    key0, key1 = key_words(seed)
     for c in range(_chunks(x.size)):
-        _f16_chunk(x, out, t, scale, seed & _LOW32, seed >> _SHIFT32, offset, c, words, wide)
+        _f16_chunk(x, out, t, scale, key0, key1, offset, c, words, wide)
 
 
 @_jit
 def _keep_mask_kernel(out, t, seed, offset):
     words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+    key0, key1 = key_words(seed)
     for c in range(_chunks(out.size)):
-        _mask_chunk(out, t, seed & _LOW32, seed >> _SHIFT32, offset, c, words)
+        _mask_chunk(out, t, key0, key1, offset, c, words)
 
 
 # ---------------------------------------------------------------------------
@@ -392,39 +357,29 @@ def _f16_round_pass(wide, dst, m):
 
 
 @_inline
-def _bda_bf16_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
-                    first, wide_a, wide_b):
-    """The fused bfloat16 chunk on bit patterns; ``bias`` is float32 (exactly widened)."""
-    start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
-    m = stop - start
-    xs = x[start:stop]
-    rs = residual[start:stop]
-    outs = out[start:stop]
-    a = wide_a[:m]
-    b = wide_b[:m]
-    av = a.view(np.float32)
-    bv = b.view(np.float32)
-    _bf16_widen_pass(xs, a, m)
-    if has_bias:  # h = bf16(x + bias), kept as float32 in a
-        _add_bias(av, bias, av, first + start, m)
-        _bf16_round_pass(a, outs, m)
-        _bf16_widen_pass(outs, a, m)
-    for e in range(m):
-        av[e] = av[e] * scale
-    _bf16_round_pass(a, outs, m)  # d = bf16(h * scale) ...
-    for e in range(m):  # ... or +0 where dropped
-        outs[e] &= np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t)
-    _bf16_widen_pass(outs, a, m)
-    _bf16_widen_pass(rs, b, m)
-    for e in range(m):
-        av[e] = bv[e] + av[e]
-    _bf16_round_pass(a, outs, m)
+def _widen_pass(src, wide, m, f16):
+    if f16:
+        _f16_widen_pass(src, wide, m)
+    else:
+        _bf16_widen_pass(src, wide, m)
 
 
 @_inline
-def _bda_f16_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
-                   first, wide_a, wide_b):
-    """The fused float16 chunk on bit patterns; ``bias`` is float32 (exactly widened)."""
+def _round_pass(wide, dst, m, f16):
+    if f16:
+        _f16_round_pass(wide, dst, m)
+    else:
+        _bf16_round_pass(wide, dst, m)
+
+
+@_inline
+def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
+                    first, wide_a, wide_b, f16):
+    """The fused 16-bit chunk on bit patterns (float16 if ``f16`` else bfloat16).
+
+    ``bias`` is float32 (exactly widened); each step is rounded to the 16-bit
+    type where the unfused sequence rounds it.
+    """
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
     m = stop - start
     xs = x[start:stop]
@@ -434,47 +389,40 @@ def _bda_f16_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offse
     b = wide_b[:m]
     av = a.view(np.float32)
     bv = b.view(np.float32)
-    _f16_widen_pass(xs, a, m)
-    if has_bias:
+    _widen_pass(xs, a, m, f16)
+    if has_bias:  # h = half(x + bias), kept as float32 in a
         _add_bias(av, bias, av, first + start, m)
-        _f16_round_pass(a, outs, m)
-        _f16_widen_pass(outs, a, m)
+        _round_pass(a, outs, m, f16)
+        _widen_pass(outs, a, m, f16)
     for e in range(m):
         av[e] = av[e] * scale
-    _f16_round_pass(a, outs, m)
-    for e in range(m):
+    _round_pass(a, outs, m, f16)  # d = half(h * scale) ...
+    for e in range(m):  # ... or +0 where dropped
         outs[e] &= np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t)
-    _f16_widen_pass(outs, a, m)
-    _f16_widen_pass(rs, b, m)
+    _widen_pass(outs, a, m, f16)
+    _widen_pass(rs, b, m, f16)
     for e in range(m):
         av[e] = bv[e] + av[e]
-    _f16_round_pass(a, outs, m)
+    _round_pass(a, outs, m, f16)
 
 
 @_jit
 def _bias_dropout_add_float(x, residual, out, bias, has_bias, t, scale, seed, offset, first):
     words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+    key0, key1 = key_words(seed)
     for c in range(_chunks(x.size)):
-        _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, seed & _LOW32,
-                         seed >> _SHIFT32, offset, c, words, first)
+        _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
+                         first)
 
 
 @_jit
-def _bias_dropout_add_bf16(x, residual, out, bias, has_bias, t, scale, seed, offset, first):
+def _bias_dropout_add_half(x, residual, out, bias, has_bias, f16, t, scale, seed, offset, first):
     words, wide_a = _scratch()
     wide_b = np.empty(BLOCK_ELEMENTS, np.uint32)
+    key0, key1 = key_words(seed)
     for c in range(_chunks(x.size)):
-        _bda_bf16_chunk(x, residual, out, bias, has_bias, t, scale, seed & _LOW32,
-                        seed >> _SHIFT32, offset, c, words, first, wide_a, wide_b)
-
-
-@_jit
-def _bias_dropout_add_f16(x, residual, out, bias, has_bias, t, scale, seed, offset, first):
-    words, wide_a = _scratch()
-    wide_b = np.empty(BLOCK_ELEMENTS, np.uint32)
-    for c in range(_chunks(x.size)):
-        _bda_f16_chunk(x, residual, out, bias, has_bias, t, scale, seed & _LOW32,
-                       seed >> _SHIFT32, offset, c, words, first, wide_a, wide_b)
+        _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
+                        first, wide_a, wide_b, f16)
 
 
 # Below this many elements a call runs on the calling thread only: waking
@@ -652,11 +600,11 @@ def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
 
 
 
-_BIAS_DROPOUT_ADD_KERNELS = {  # dtype -> (driver, scale type, bias array type)
-    torch.float64: (_bias_dropout_add_float, np.float64, torch.float64),
-    torch.float32: (_bias_dropout_add_float, np.float32, torch.float32),
-    torch.bfloat16: (_bias_dropout_add_bf16, np.float32, torch.float32),
-    torch.float16: (_bias_dropout_add_f16, np.float32, torch.float32),
+_BIAS_DROPOUT_ADD_KERNELS = {  # dtype -> (driver, scale type, bias array type, driver flags)
+    torch.float64: (_bias_dropout_add_float, np.float64, torch.float64, ()),
+    torch.float32: (_bias_dropout_add_float, np.float32, torch.float32, ()),
+    torch.bfloat16: (_bias_dropout_add_half, np.float32, torch.float32, (False,)),
+    torch.float16: (_bias_dropout_add_half, np.float32, torch.float32, (True,)),
 }
 
 
@@ -670,7 +618,7 @@ def bias_dropout_add_into(x: torch.Tensor, bias: torch.Tensor | None, residual: 
     repeat along the flat elements (element ``i`` gets ``bias[i % bias.numel()]``).
     """
     try:
-        kernel, scale_type, bias_dtype = _BIAS_DROPOUT_ADD_KERNELS[x.dtype]
+        kernel, scale_type, bias_dtype, flags = _BIAS_DROPOUT_ADD_KERNELS[x.dtype]
     except KeyError:
         raise TypeError(f"no CPU kernel for dtype {x.dtype}") from None
     if bias is None:
@@ -678,17 +626,6 @@ def bias_dropout_add_into(x: torch.Tensor, bias: torch.Tensor | None, residual: 
     else:  # 16-bit biases widened to float32, exactly
         bias_array = bias.detach().reshape(-1).to(bias_dtype).numpy()
     _run(kernel, x.numel(), (_flat_numpy(x), _flat_numpy(residual), _flat_numpy(out)),
-         bias_array, bias is not None, np.int32(t), scale_type(scale), np.uint64(seed),
+         bias_array, bias is not None, *flags, np.int32(t), scale_type(scale), np.uint64(seed),
          np.uint64(offset), pass_start=True)
 
-
-@_jit
-def _philox_block_words(first_counter, count, seed, words):
-    _philox_words(first_counter, count, seed & _LOW32, seed >> _SHIFT32, words)
-
-
-def philox_words(first_counter: int, count: int, seed: int) -> np.ndarray:
-    """The Numba generator alone: words of counters ``(lo32(c), hi32(c), 0, 0)``, for tests."""
-    words = np.empty(4 * count, dtype=np.uint32)
-    _philox_block_words(np.uint64(first_counter), count, np.uint64(seed), words)
-    return words.reshape(count, 4)

@@ -12,57 +12,17 @@ count: every element's lanes depend only on its keys and its index.
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 import torch
 
 from dropkit.engine import cpu_kernels
 from dropkit.engine.keyed_reference import KEYED_TAG
+from dropkit.engine.philox_cpu import inline as _inline
+from dropkit.engine.philox_cpu import kernel as _jit
+from dropkit.engine.philox_cpu import key_words, philox_keyed_into, philox_listed_into
 
 BLOCK_COUNTERS = 512
 BLOCK_ELEMENTS = 8 * BLOCK_COUNTERS
-
-_M0 = np.uint64(0xD2511F53)
-_M1 = np.uint64(0xCD9E8D57)
-_W0 = np.uint64(0x9E3779B9)
-_W1 = np.uint64(0xBB67AE85)
-_LOW32 = np.uint64(0xFFFFFFFF)
-_SHIFT32 = np.uint64(32)
-
-_jit = numba.njit(cache=True, nogil=True, fastmath=False, error_model="numpy")
-_inline = numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-
-
-@_inline
-def _philox_keyed(first, count, c1_in, c2_in, c3_in, key0, key1, words):
-    """Philox4x32-10 of counters ``(first + k, c1, c2, c3)`` for k < count, into ``words``.
-
-    Words are held in uint64 (always < 2**32) so the 32 x 32 -> 64-bit products
-    are exact; the loop over k has no dependencies and vectorises.
-    """
-    for k in range(count):
-        c0 = first + np.uint64(k)
-        c1 = c1_in
-        c2 = c2_in
-        c3 = c3_in
-        k0 = key0
-        k1 = key1
-        for r in range(10):
-            if r > 0:
-                k0 = (k0 + _W0) & _LOW32
-                k1 = (k1 + _W1) & _LOW32
-            p0 = _M0 * c0
-            p1 = _M1 * c2
-            n0 = (p1 >> _SHIFT32) ^ c1 ^ k0
-            n2 = (p0 >> _SHIFT32) ^ c3 ^ k1
-            c1 = p1 & _LOW32
-            c3 = p0 & _LOW32
-            c0 = n0
-            c2 = n2
-        words[4 * k] = np.uint32(c0)
-        words[4 * k + 1] = np.uint32(c1)
-        words[4 * k + 2] = np.uint32(c2)
-        words[4 * k + 3] = np.uint32(c3)
 
 
 @_inline
@@ -77,38 +37,6 @@ def _items(rows, m):
     if per_item > 1:
         return (rows + per_item - 1) // per_item
     return rows * ((m + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS)
-
-
-@_inline
-def _philox_listed(count, c0s, c1s, c2_in, c3_in, key0, key1, words):
-    """Philox4x32-10 of counters ``(c0s[k], c1s[k], c2, c3)`` for k < count.
-
-    The first two words come from arrays so that counters of many short rows
-    run in one loop, which vectorises as ``_philox_keyed``'s does.
-    """
-    for k in range(count):
-        c0 = c0s[k]
-        c1 = c1s[k]
-        c2 = c2_in
-        c3 = c3_in
-        k0 = key0
-        k1 = key1
-        for r in range(10):
-            if r > 0:
-                k0 = (k0 + _W0) & _LOW32
-                k1 = (k1 + _W1) & _LOW32
-            p0 = _M0 * c0
-            p1 = _M1 * c2
-            n0 = (p1 >> _SHIFT32) ^ c1 ^ k0
-            n2 = (p0 >> _SHIFT32) ^ c3 ^ k1
-            c1 = p1 & _LOW32
-            c3 = p0 & _LOW32
-            c0 = n0
-            c2 = n2
-        words[4 * k] = np.uint32(c0)
-        words[4 * k + 1] = np.uint32(c1)
-        words[4 * k + 2] = np.uint32(c2)
-        words[4 * k + 3] = np.uint32(c3)
 
 
 @_inline
@@ -127,7 +55,7 @@ def _item_lanes(item, rows, m, ids, step, tag, key0, key1, words, c0s, c1s):
             for g in range(width):
                 c0s[j * width + g] = np.uint64(g)
                 c1s[j * width + g] = np.uint64(ids[r + j])
-        _philox_listed(count * width, c0s, c1s, step, tag, key0, key1, words)
+        philox_listed_into(count * width, c0s, c1s, step, tag, key0, key1, words)
         return r, count, 0, m, 8 * width, words.view(np.uint16)
     per_row = (m + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
     r = item // per_row
@@ -135,8 +63,8 @@ def _item_lanes(item, rows, m, ids, step, tag, key0, key1, words, c0s, c1s):
     start = c * BLOCK_ELEMENTS
     stop = min(start + BLOCK_ELEMENTS, m)
     counters = (stop - start + 7) // 8
-    _philox_keyed(np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters, np.uint64(ids[r]), step,
-                  tag, key0, key1, words)
+    philox_keyed_into(np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters, np.uint64(ids[r]), step,
+                       tag, key0, key1, words)
     return r, 1, start, stop, 0, words.view(np.uint16)
 
 
@@ -150,8 +78,7 @@ def _keyed_dropout_float(x, out, m, t, scale, seed, ids, step, tag, first_item, 
     words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
     c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
     c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
-    key0 = seed & _LOW32
-    key1 = seed >> _SHIFT32
+    key0, key1 = key_words(seed)
     rows = x.size // m
     for item in range(first_item, last_item):
         r, count, start, stop, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,
@@ -182,8 +109,7 @@ def _keyed_mask(out, m, t, seed, ids, step, tag, first_item, last_item):
     words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
     c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
     c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
-    key0 = seed & _LOW32
-    key1 = seed >> _SHIFT32
+    key0, key1 = key_words(seed)
     rows = out.size // m
     for item in range(first_item, last_item):
         r, count, start, stop, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,

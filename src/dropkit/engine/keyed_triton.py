@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from dropkit.engine.keyed_reference import KEYED_TAG
+from dropkit.engine.triton_kernels import philox_lanes, scaled_like
 
 BLOCK_COUNTERS = 256
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -31,13 +32,8 @@ def _keyed_lanes(ids_ptr, seed, step, tag, BLOCK_COUNTERS: tl.constexpr):
     c1 = tl.zeros_like(c0) + sample
     c2 = tl.zeros_like(c0) + step.to(tl.uint32)
     c3 = tl.zeros_like(c0) + tag.to(tl.uint32)
-    w0, w1, w2, w3 = tl.philox(seed, c0, c1, c2, c3)
-    lane = tl.arange(0, 8)[None, :]
-    # lane j is half (j % 2) of word j // 2, low half first
-    word = tl.where(lane < 2, w0[:, None],
-                    tl.where(lane < 4, w1[:, None], tl.where(lane < 6, w2[:, None], w3[:, None])))
-    u = (word >> ((lane % 2) * 16).to(tl.uint32)) & 0xFFFF
-    return group.to(tl.int64)[:, None] * 8 + lane, u.to(tl.int32)
+    u = philox_lanes(seed, c0, c1, c2, c3)
+    return group.to(tl.int64)[:, None] * 8 + tl.arange(0, 8)[None, :], u
 
 
 _SCALARS = ["m", "threshold", "seed", "step", "tag"]
@@ -50,19 +46,7 @@ def _keyed_dropout_kernel(x_ptr, out_ptr, scale_ptr, ids_ptr, m, threshold, seed
     inside = index < m
     flat = tl.program_id(0).to(tl.int64) * m + index
     x = tl.load(x_ptr + flat, mask=inside)
-    scale = tl.load(scale_ptr)
-    # float64 in float64, the other types in float32 then rounded (docs/mask-spec.md)
-    if x.dtype == tl.float64:
-        scaled = x * scale
-    else:
-        product = x.to(tl.float32) * scale.to(tl.float32)
-        if x.dtype == tl.bfloat16:  # round to nearest even on the bits, as triton_kernels does
-            bits = product.to(tl.uint32, bitcast=True)
-            rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-            rounded = tl.where(product != product, 0x7FC0, rounded)  # NaN
-            scaled = rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-        else:
-            scaled = product.to(x.dtype)
+    scaled = scaled_like(x, tl.load(scale_ptr))
     y = tl.where(u >= threshold, scaled, tl.zeros_like(scaled))
     tl.store(out_ptr + flat, y, mask=inside)
 

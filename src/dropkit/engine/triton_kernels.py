@@ -21,18 +21,54 @@ _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 @triton.jit
+def philox_lanes(seed, c0, c1, c2, c3):
+    """The 16-bit lanes (int32, [BLOCK, 8]) of Philox4x32-10 on counters ``(c0, c1, c2, c3)``.
+
+    ``tl.philox`` with uint32 counter words is the spec's generator with key
+    ``(lo32(seed), hi32(seed))``; lane j is half (j % 2) of word j // 2, low half first.
+    """
+    w0, w1, w2, w3 = tl.philox(seed, c0, c1, c2, c3)
+    lane = tl.arange(0, 8)[None, :]
+    word = tl.where(lane < 2, w0[:, None],
+                    tl.where(lane < 4, w1[:, None], tl.where(lane < 6, w2[:, None], w3[:, None])))
+    u = (word >> ((lane % 2) * 16).to(tl.uint32)) & 0xFFFF
+    return u.to(tl.int32)
+
+
+@triton.jit
 def _lanes(seed, offset, pid, BLOCK_COUNTERS: tl.constexpr):
     """Element indices (int64, [BLOCK_COUNTERS, 8]) and their 16-bit lanes (int32)."""
     group = pid.to(tl.int64) * BLOCK_COUNTERS + tl.arange(0, BLOCK_COUNTERS).to(tl.int64)
     counter = offset.to(tl.uint64) + group.to(tl.uint64)  # 64-bit: never wraps (checked on host)
-    w0, w1, w2, w3 = tl.randint4x(seed, counter)
-    lane = tl.arange(0, 8)[None, :]
-    # lane j is half (j % 2) of word j // 2, low half first
-    word = tl.where(lane < 2, w0[:, None],
-                    tl.where(lane < 4, w1[:, None], tl.where(lane < 6, w2[:, None], w3[:, None])))
-    u = (word >> ((lane % 2) * 16).to(tl.uint32)) & 0xFFFF
-    index = group[:, None] * 8 + lane
-    return index, u.to(tl.int32)
+    c0 = counter.to(tl.uint32)  # the spec's counter: (lo32, hi32, 0, 0)
+    zero = c0 * 0
+    u = philox_lanes(seed, c0, (counter >> 32).to(tl.uint32), zero, zero)
+    return group[:, None] * 8 + tl.arange(0, 8)[None, :], u
+
+
+@triton.jit
+def _narrow(value, like):
+    """A float32 ``value`` rounded to ``like``'s dtype, to nearest even (float32: itself)."""
+    if like.dtype == tl.bfloat16:
+        # on the bits, as the CPU kernel does: the interpreter's own cast truncates
+        bits = value.to(tl.uint32, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        rounded = tl.where(value != value, 0x7FC0, rounded)  # NaN
+        return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    elif like.dtype == tl.float16:
+        return value.to(tl.float16)
+    else:
+        return value
+
+
+@triton.jit
+def scaled_like(x, scale):
+    """``x * scale`` as the spec multiplies: float64 in float64, the others in float32 then
+    rounded once to x's dtype, to nearest even (docs/mask-spec.md)."""
+    if x.dtype == tl.float64:
+        return x * scale
+    else:
+        return _narrow(x.to(tl.float32) * scale.to(tl.float32), x)
 
 
 # Scalars are not specialised: Triton would otherwise turn a value of 1 into a
@@ -46,21 +82,7 @@ def _dropout_kernel(x_ptr, out_ptr, scale_ptr, n, threshold, seed, offset,
     index, u = _lanes(seed, offset, tl.program_id(0), BLOCK_COUNTERS)
     inside = index < n
     x = tl.load(x_ptr + index, mask=inside)
-    # float64 is multiplied in float64, the other types in float32 (docs/mask-spec.md)
-    scale = tl.load(scale_ptr)
-    if x.dtype == tl.float64:
-        scaled = x * scale
-    else:
-        product = x.to(tl.float32) * scale.to(tl.float32)
-        if x.dtype == tl.bfloat16:
-            # Round to nearest even on the bits, as the CPU kernel does: the
-            # interpreter's own float32 -> bfloat16 cast truncates.
-            bits = product.to(tl.uint32, bitcast=True)
-            rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-            rounded = tl.where(product != product, 0x7FC0, rounded)  # NaN
-            scaled = rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-        else:
-            scaled = product.to(x.dtype)
+    scaled = scaled_like(x, tl.load(scale_ptr))
     y = tl.where(u >= threshold, scaled, tl.zeros_like(scaled))
     tl.store(out_ptr + index, y, mask=inside)
 
@@ -69,22 +91,6 @@ def _dropout_kernel(x_ptr, out_ptr, scale_ptr, n, threshold, seed, offset,
 def _keep_mask_kernel(out_ptr, n, threshold, seed, offset, BLOCK_COUNTERS: tl.constexpr):
     index, u = _lanes(seed, offset, tl.program_id(0), BLOCK_COUNTERS)
     tl.store(out_ptr + index, (u >= threshold).to(tl.int8), mask=index < n)
-
-
-
-@triton.jit
-def _narrow(value, like):
-    """A float32 ``value`` rounded to ``like``'s dtype, to nearest even (float32: itself)."""
-    if like.dtype == tl.bfloat16:
-        # on the bits, as in _dropout_kernel: the interpreter's own cast truncates
-        bits = value.to(tl.uint32, bitcast=True)
-        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
-        rounded = tl.where(value != value, 0x7FC0, rounded)  # NaN
-        return rounded.to(tl.uint16).to(tl.bfloat16, bitcast=True)
-    elif like.dtype == tl.float16:
-        return value.to(tl.float16)
-    else:
-        return value
 
 
 @triton.jit(do_not_specialize=_SCALARS + ["period"])
