@@ -38,9 +38,9 @@ from dropkit.experiments.claims_util import first_reaching, impl_option, nanmean
 from dropkit.experiments.options import CommonOptions, between, option
 from dropkit.experiments.plan import model_settings
 from dropkit.experiments.registry import Experiment, register
-from dropkit.experiments.summary import group, mean_std
+from dropkit.experiments.summary import difference, group, mean_std, significance
 from dropkit.experiments.train import RunSpec, train_run
-from dropkit.experiments.wording import percent, plural
+from dropkit.experiments.wording import percent, plural, points
 
 #: where the per-step timing went, for the errors of the options it used to have
 STEP_TIME = "dropkit run step-time"
@@ -55,7 +55,6 @@ def _label(r: dict[str, Any]) -> str:
 @dataclass(frozen=True)
 class ConvergenceOptions(CommonOptions):
     p: tuple[float, ...] | None = (0.2, 0.5)
-    epochs: int | None = 30
     seeds: tuple[int, ...] = (0, 1)
     impl: tuple[str, ...] = impl_option()
     target_accuracy: float = option(
@@ -149,6 +148,8 @@ class Convergence(Experiment):
                     "reached": f"{len(reached)}/{len(runs)}",
                     "epochs_to_target": mean_std(r["epochs_to_target"] for r in reached),
                     "seconds_to_target": mean_std(r["seconds_to_target"] for r in reached),
+                    "best_epoch": mean_std(r["best_epoch"] for r in runs),
+                    "val_acc": mean_std(r["val_acc"] for r in runs),
                     "s_per_epoch": mean_std(r["seconds_per_epoch"] for r in runs),
                 }
             )
@@ -209,6 +210,37 @@ def _training(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in records if r.get("kind") == "train"]
 
 
+def _plateau_reading(model: str, base: list[dict], runs: list[dict]) -> str:
+    """Epochs to each network's own best validation accuracy, and how good that best is."""
+    b0 = nanmean([r["best_epoch"] for r in base])
+    v0 = [r["val_acc"] for r in base]
+    parts, slower, higher, lower = [], 0, 0, 0
+    settings = group([r for r in runs if r["regularizer"] == "dropout"], ("impl", "p"))
+    for (impl, p), rs in settings.items():
+        b = nanmean([r["best_epoch"] for r in rs])
+        d, se = difference(v0, [r["val_acc"] for r in rs])
+        verdict = significance(d, se)
+        slower += b > b0
+        higher += d > 0 and verdict == "clear"
+        lower += d < 0 and verdict == "clear"
+        parts.append(
+            f"{impl} dropout p = {p:g} at epoch {b:.0f} ({b / b0:.1f}x), "
+            f"{points(d, signed=True)} of validation accuracy there ({verdict})"
+        )
+    if not parts:
+        return ""
+    n = len(parts)
+    text = (
+        f"To its own plateau, {model}: without dropout validation accuracy peaks at epoch "
+        f"{b0:.0f} (mean over seeds); with " + "; ".join(parts) + ". "
+    )
+    text += (
+        f"{'All' if slower == n else slower} of {n} dropout settings take longer to reach "
+        f"their best; {higher} reach a clearly higher best, {lower} a clearly lower one."
+    )
+    return text
+
+
 def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> list[str]:
     paragraphs = []
     train = _training(records)
@@ -255,6 +287,8 @@ def convergence_reading(records: Sequence[dict[str, Any]], target: float) -> lis
                         "unregularized one's wall time)."
                     )
         paragraphs.append(" ".join(text))
+        if base:
+            paragraphs.append(_plateau_reading(model, base, runs))
     if any(r["regularizer"] == "dropout" for r in train):
         paragraphs.append(
             "The wall seconds of separate runs carry the machine's load of the moment. The "

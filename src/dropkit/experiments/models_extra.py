@@ -128,14 +128,14 @@ _BN_SPECS = (
         "mlp-bn",
         "in-256-256-out MLP with BatchNorm (Linear -> ReLU -> [dropout] -> BN)",
         _registry_builder("mlp-bn"),
-        {"epochs": 15, "batch_size": 100, "lr": 1e-3, "p": 0.5},
+        {"epochs": 500, "batch_size": 100, "lr": 1e-3, "p": 0.5},
         "Two BatchNorm layers, each fed by a dropout layer in the 'before-bn' placement.",
     ),
     models.ModelSpec(
         "cnn1d-bn",
         "the MNIST-1D CNN with BatchNorm after each of its 3 convolutions",
         _registry_builder("cnn1d-bn"),
-        {"epochs": 15, "batch_size": 100, "lr": 3e-3, "p": 0.5},
+        {"epochs": 500, "batch_size": 100, "lr": 3e-3, "p": 0.5},
         "Three BatchNorm layers fed by channel dropout in the 'before-bn' placement.",
     ),
 )

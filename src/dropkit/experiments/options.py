@@ -263,7 +263,7 @@ def add_arguments(group: argparse._ArgumentGroup, options: type, *,
 
         default = (shown or {}).get(f.name, f.default)
         if default is None:
-            default = f.declared.none_means
+            default = f.declared.none_means or "none"
         elif isinstance(default, list | tuple):
             default = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
         elif isinstance(default, bool):

@@ -44,6 +44,11 @@ class RecurrentOptions(CommonOptions):
     models: tuple[str, ...] = ("gru",)
     regularizers: tuple[str, ...] = ("dropout",)
     seeds: tuple[int, ...] = (0, 1)
+    # The protocol, trimmed for a GRU (1.2-2 s an epoch): stop after 15 epochs
+    # without a better validation accuracy, at most 100 epochs; a run cut by the
+    # budget is flagged.
+    epochs: int | None = 100
+    patience: int | None = 15
     rnn_variants: tuple[str, ...] = option(
         RECURRENT_VARIANTS, "recurrent dropout variants", choices=RECURRENT_VARIANTS,
         what="recurrent variant",
