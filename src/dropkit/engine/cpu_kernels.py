@@ -19,32 +19,30 @@ data sits in L1:
    a select: +0.0 even for inf/nan inputs, and faster.
 
 Large inputs are cut into one contiguous part per thread, at chunk boundaries,
-and the parts run on a small pool of Python threads that dropkit owns (the
-kernels release the GIL); small inputs run on the calling thread.  Numba's
-own parallel layer is not used, so dropkit never touches Numba's
-process-wide threading configuration (see ``_run``).  Large outputs are
-advised to use transparent huge pages (see ``empty_like``).
+and the parts run on a small pool of Python threads that dropkit owns
+(``cpu_runtime``); small inputs run on the calling thread.  Large outputs are
+advised to use transparent huge pages (``cpu_runtime.empty_like``).
 
 Chunks are independent and every element's lane depends only on its index, so
 the result does not depend on the number of threads or on the split.
 
 float32 and float64 are multiplied in their own precision.  float16 and
-bfloat16 are handled on their bit patterns: widened exactly to float32,
-multiplied in float32 and rounded once back, round-to-nearest-even (what
-torch does when it multiplies them by a Python scalar).  NaN payloads are not
-specified: a kept NaN stays a NaN.
+bfloat16 are handled on their bit patterns (``half_precision``): widened
+exactly to float32, multiplied in float32 and rounded once back.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from dropkit.engine.cpu_runtime import PARALLEL_MIN_ELEMENTS as PARALLEL_MIN_ELEMENTS
+from dropkit.engine.cpu_runtime import empty_like as empty_like
+from dropkit.engine.cpu_runtime import num_threads as num_threads
+from dropkit.engine.cpu_runtime import run
+from dropkit.engine.half_precision import round_pass, widen_pass
 from dropkit.engine.philox_cpu import inline as _inline
 from dropkit.engine.philox_cpu import kernel as _jit
 from dropkit.engine.philox_cpu import key_words, philox_words_into
@@ -56,7 +54,6 @@ if sys.byteorder != "little":  # pragma: no cover - every platform torch ships f
 # 512 counters = 4096 elements per chunk: the 8 KiB of scratch stays in L1.
 BLOCK_COUNTERS = 512
 BLOCK_ELEMENTS = 8 * BLOCK_COUNTERS
-
 
 
 @_inline
@@ -95,99 +92,19 @@ def _float_chunk(x, out, t, scale, key0, key1, offset, c, words, wide):
             bits32[e] &= np.uint32(0) - np.uint32(np.int32(lanes[e]) >= t)
 
 
-@_jit
-def _bf16_round(bits):
-    """float32 bit pattern -> bfloat16 bit pattern, round to nearest even; NaN -> 0x7FC0."""
-    if (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
-        return np.uint16(0x7FC0)
-    bias = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-    return np.uint16((bits + bias) >> np.uint32(16))
-
-
 @_inline
-def _bf16_chunk(x, out, t, scale, key0, key1, offset, c, words, wide):
-    """The bfloat16 chunk on uint16 bit patterns; math in float32."""
+def _half_chunk(x, out, t, scale, key0, key1, offset, c, words, wide, f16):
+    """The 16-bit chunk on its bit patterns (float16 if ``f16`` else bfloat16), math in float32.
+
+    A dropped element is +0.0 before rounding, and both roundings keep +0.0.
+    """
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
     m = stop - start
-    xs = x[start:stop]
-    outs = out[start:stop]
-    wide = wide[:m]
     values = wide.view(np.float32)
-    for e in range(m):  # bfloat16 is the top half of a float32: widening is a shift
-        wide[e] = np.uint32(xs[e]) << np.uint32(16)
+    widen_pass(x[start:stop], wide, m, f16)
     for e in range(m):
-        values[e] = values[e] * scale
-    for e in range(m):  # AND with all-ones (kept) or zero (dropped), as in _float_chunk
-        outs[e] = _bf16_round(wide[e]) & (np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t))
-
-
-@_jit
-def _f16_widen(h):
-    """float16 bit pattern -> float32 bit pattern (exact) for normal numbers, inf and nan.
-
-    Zero and subnormals are done by the caller (mantissa * 2**-24 in float32).
-    """
-    magnitude = (h & np.uint32(0x7FFF)) << np.uint32(13)
-    exponent = magnitude & np.uint32(0x0F800000)
-    bits = magnitude + np.uint32(112 << 23)  # rebias the exponent 15 -> 127
-    if exponent == np.uint32(0x0F800000):  # inf / nan: exponent all ones
-        bits += np.uint32(112 << 23)
-    return bits | ((h & np.uint32(0x8000)) << np.uint32(16))
-
-
-@_jit
-def _f16_round(bits):
-    """float32 bit pattern -> float16 bit pattern, round to nearest even (overflow -> inf).
-
-    F. Giesen's ``float_to_half_fast3_rtne``; the subnormal case is done by the
-    caller with a float add, so here ``bits`` is known to be >= 2**-14 or inf/nan.
-    """
-    sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
-    magnitude = bits & np.uint32(0x7FFFFFFF)
-    if magnitude >= np.uint32((127 + 16) << 23):  # overflows to inf, or is inf/nan
-        half = np.uint32(0x7E00) if magnitude > np.uint32(0x7F800000) else np.uint32(0x7C00)
-    else:
-        odd = (magnitude >> np.uint32(13)) & np.uint32(1)
-        half = (magnitude + np.uint32(((15 - 127) << 23) & 0xFFFFFFFF) + np.uint32(0xFFF)
-                + odd) >> np.uint32(13)
-    return np.uint16(half | sign)
-
-
-# 2**-24, the float16 subnormal step, and the magic number that aligns a float32
-# below 2**-14 so that one float add rounds it to a float16 subnormal (Giesen).
-_F16_STEP = np.float32(2.0**-24)
-_F16_DENORM_MAGIC_BITS = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
-_F16_DENORM_MAGIC = np.float32(0.5)  # 2**-1, whose bit pattern is _F16_DENORM_MAGIC_BITS
-
-
-@_inline
-def _f16_chunk(x, out, t, scale, key0, key1, offset, c, words, wide):
-    """The float16 chunk on uint16 bit patterns; math in float32."""
-    start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
-    m = stop - start
-    xs = x[start:stop]
-    outs = out[start:stop]
-    wide = wide[:m]
-    values = wide.view(np.float32)
-    for e in range(m):
-        wide[e] = _f16_widen(np.uint32(xs[e]))
-    for e in range(m):
-        h = np.uint32(xs[e])
-        if (h & np.uint32(0x7C00)) == np.uint32(0):  # zero / subnormal: mantissa * 2**-24
-            v = np.float32(h & np.uint32(0x3FF)) * _F16_STEP
-            values[e] = -v if h & np.uint32(0x8000) else v
-    for e in range(m):
-        values[e] = values[e] * scale
-    for e in range(m):
-        bits = wide[e]
-        if (bits & np.uint32(0x7FFFFFFF)) < np.uint32(113 << 23):  # a float16 subnormal or 0
-            sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
-            values[e] = abs(values[e]) + _F16_DENORM_MAGIC  # one float add rounds it
-            half = np.uint16((wide[e] - _F16_DENORM_MAGIC_BITS) | sign)
-        else:
-            half = _f16_round(bits)
-        # AND with all-ones (kept) or zero (dropped), as in _float_chunk
-        outs[e] = half & (np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t))
+        values[e] = values[e] * scale if np.int32(lanes[e]) >= t else np.float32(0)
+    round_pass(wide, out[start:stop], m, f16)
 
 
 @_inline
@@ -228,19 +145,11 @@ def _dropout_float(x, out, t, scale, seed, offset):
 
 
 @_jit
-def _dropout_bf16(x, out, t, scale, seed, offset):
+def _dropout_half(x, out, f16, t, scale, seed, offset):
     words, wide = _scratch()
     key0, key1 = key_words(seed)
     for c in range(_chunks(x.size)):
-        _bf16_chunk(x, out, t, scale, key0, key1, offset, c, words, wide)
-
-
-@_jit
-def _dropout_f16(x, out, t, scale, seed, offset):
-    words, wide = _scratch()
-    key0, key1 = key_words(seed)
-    for c in range(_chunks(x.size)):
-        _f16_chunk(x, out, t, scale, key0, key1, offset, c, words, wide)
+        _half_chunk(x, out, t, scale, key0, key1, offset, c, words, wide, f16)
 
 
 @_jit
@@ -313,65 +222,6 @@ def _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, off
         outs[e] = rs[e] + outs[e]
 
 
-# Whole-chunk conversions between 16-bit patterns and float32, for the fused
-# 16-bit kernels: ``wide`` holds float32 bit patterns (read as values through a
-# float32 view).  The same arithmetic as _bf16_chunk and _f16_chunk.
-
-
-@_inline
-def _bf16_widen_pass(src, wide, m):
-    for e in range(m):
-        wide[e] = np.uint32(src[e]) << np.uint32(16)
-
-
-@_inline
-def _bf16_round_pass(wide, dst, m):
-    for e in range(m):
-        dst[e] = _bf16_round(wide[e])
-
-
-@_inline
-def _f16_widen_pass(src, wide, m):
-    values = wide.view(np.float32)
-    for e in range(m):
-        wide[e] = _f16_widen(np.uint32(src[e]))
-    for e in range(m):
-        h = np.uint32(src[e])
-        if (h & np.uint32(0x7C00)) == np.uint32(0):  # zero / subnormal: mantissa * 2**-24
-            v = np.float32(h & np.uint32(0x3FF)) * _F16_STEP
-            values[e] = -v if h & np.uint32(0x8000) else v
-
-
-@_inline
-def _f16_round_pass(wide, dst, m):
-    """dst = float16 bits of the float32 values in ``wide`` (which it overwrites)."""
-    values = wide.view(np.float32)
-    for e in range(m):
-        bits = wide[e]
-        if (bits & np.uint32(0x7FFFFFFF)) < np.uint32(113 << 23):  # a float16 subnormal or 0
-            sign = (bits >> np.uint32(16)) & np.uint32(0x8000)
-            values[e] = abs(values[e]) + _F16_DENORM_MAGIC  # one float add rounds it
-            dst[e] = np.uint16((wide[e] - _F16_DENORM_MAGIC_BITS) | sign)
-        else:
-            dst[e] = _f16_round(bits)
-
-
-@_inline
-def _widen_pass(src, wide, m, f16):
-    if f16:
-        _f16_widen_pass(src, wide, m)
-    else:
-        _bf16_widen_pass(src, wide, m)
-
-
-@_inline
-def _round_pass(wide, dst, m, f16):
-    if f16:
-        _f16_round_pass(wide, dst, m)
-    else:
-        _bf16_round_pass(wide, dst, m)
-
-
 @_inline
 def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
                     first, wide_a, wide_b, f16):
@@ -389,21 +239,21 @@ def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offs
     b = wide_b[:m]
     av = a.view(np.float32)
     bv = b.view(np.float32)
-    _widen_pass(xs, a, m, f16)
+    widen_pass(xs, a, m, f16)
     if has_bias:  # h = half(x + bias), kept as float32 in a
         _add_bias(av, bias, av, first + start, m)
-        _round_pass(a, outs, m, f16)
-        _widen_pass(outs, a, m, f16)
+        round_pass(a, outs, m, f16)
+        widen_pass(outs, a, m, f16)
     for e in range(m):
         av[e] = av[e] * scale
-    _round_pass(a, outs, m, f16)  # d = half(h * scale) ...
+    round_pass(a, outs, m, f16)  # d = half(h * scale) ...
     for e in range(m):  # ... or +0 where dropped
         outs[e] &= np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t)
-    _widen_pass(outs, a, m, f16)
-    _widen_pass(rs, b, m, f16)
+    widen_pass(outs, a, m, f16)
+    widen_pass(rs, b, m, f16)
     for e in range(m):
         av[e] = bv[e] + av[e]
-    _round_pass(a, outs, m, f16)
+    round_pass(a, outs, m, f16)
 
 
 @_jit
@@ -425,150 +275,12 @@ def _bias_dropout_add_half(x, residual, out, bias, has_bias, f16, t, scale, seed
                         first, wide_a, wide_b, f16)
 
 
-# Below this many elements a call runs on the calling thread only: waking
-# threads costs more than the work.
-PARALLEL_MIN_ELEMENTS = 1 << 16
-
-# Why a pool of our own and not Numba's ``parallel=True``.  Numba's default
-# threading layer here is GNU libgomp, whose spinning threads made every later
-# training step of the process cost 5-20x the CPU, and which terminates a
-# forked child that enters a parallel region.  Its "workqueue" layer has
-# neither problem but aborts the process when two threads launch parallel work
-# at once, and the layer is chosen once for the whole process: selecting it
-# broke users' own ``@njit(parallel=True)`` code.  Plain threads running the
-# serial drivers on disjoint parts (the drivers release the GIL) have none of
-# these problems: idle workers sleep on a queue, several callers may submit at
-# once, and Numba's configuration stays the user's.
-_pool: ThreadPoolExecutor | None = None
-_pool_workers = 0
-_pool_lock = threading.Lock()
-
-
-def _reset_after_fork() -> None:
-    """In a forked child the parent's worker threads do not exist and its locks
-    may be held by a thread that is gone: start from nothing."""
-    global _pool, _pool_workers, _pool_lock
-    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-def num_threads() -> int:
-    """Threads a large call uses: torch's intra-op setting (``torch.set_num_threads``)."""
-    return max(1, torch.get_num_threads())
-
-
-def _executor(workers: int) -> ThreadPoolExecutor:
-    global _pool, _pool_workers
-    with _pool_lock:
-        if _pool is None or _pool_workers < workers:
-            old = _pool
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dropkit")
-            _pool_workers = workers
-            if old is not None:
-                old.shutdown(wait=False)  # its running tasks finish; it takes no new ones
-        return _pool
-
-
-def _run(kernel, numel: int, arrays: tuple[np.ndarray, ...], *args,
-         pass_start: bool = False) -> None:
-    """``kernel(*arrays, *args[:-1], offset)`` over all elements, split across threads.
-
-    ``arrays`` are the flat element arrays (sliced per part); the last of
-    ``args`` is the Philox counter offset, advanced by ``start // 8`` per part.
-    With ``pass_start`` the kernel also gets the part's first element index
-    (an ``np.int64``) as a last argument, for data that repeats along the
-    elements (a broadcast bias).
-    """
-    *params, offset = args
-    # at least PARALLEL_MIN_ELEMENTS / 2 elements per thread: below
-    # PARALLEL_MIN_ELEMENTS in all, the calling thread does everything
-    threads = min(num_threads(), numel // (PARALLEL_MIN_ELEMENTS // 2))
-    first = (np.int64(0),) if pass_start else ()
-    if threads < 2:
-        kernel(*arrays, *params, offset, *first)
-        return
-    chunks = (numel + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
-    per_part = (chunks + threads - 1) // threads * BLOCK_ELEMENTS
-    starts = range(0, numel, per_part)
-
-    def part(start: int) -> None:
-        stop = min(start + per_part, numel)
-        first = (np.int64(start),) if pass_start else ()
-        kernel(*(a[start:stop] for a in arrays), *params,
-               offset + np.uint64(start // 8), *first)
-
-    pool = _executor(threads - 1)
-    futures = [pool.submit(part, start) for start in starts[1:]]
-    try:
-        part(starts[0])  # the calling thread does the first part itself
-    finally:
-        for future in futures:
-            future.result()  # re-raises a worker's exception
-
-
-_DROPOUT_KERNELS = {  # dtype -> (driver, scale type)
-    torch.float64: (_dropout_float, np.float64),
-    torch.float32: (_dropout_float, np.float32),
-    torch.bfloat16: (_dropout_bf16, np.float32),
-    torch.float16: (_dropout_f16, np.float32),
+_DROPOUT_KERNELS = {  # dtype -> (driver, scale type, driver flags)
+    torch.float64: (_dropout_float, np.float64, ()),
+    torch.float32: (_dropout_float, np.float32, ()),
+    torch.bfloat16: (_dropout_half, np.float32, (False,)),
+    torch.float16: (_dropout_half, np.float32, (True,)),
 }
-
-
-# Large outputs are advised to use transparent huge pages (when the kernel is in
-# THP "madvise" mode, as it often is): the first touch of a fresh 64 MiB output
-# then takes a few hundred page faults instead of 16384.  Measured on the
-# 2-core machine: a 16M float32 forward, allocation included, 36 -> 22 ms
-# (median).  It is a hint on our own pages only; torch frees them as usual.
-_HUGE_PAGE = 2 << 20
-_HUGE_PAGE_MIN_BYTES = 4 << 20
-
-
-def _madvise_hugepage():
-    """libc's madvise and the THP mode allow the hint, else None."""
-    try:
-        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
-            if "[madvise]" not in f.read():  # "always" needs no hint, "never" allows none
-                return None
-        import ctypes
-        import mmap
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        madvise = libc.madvise
-        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        advice = mmap.MADV_HUGEPAGE
-    except (OSError, AttributeError):
-        return None
-    return lambda start, length: madvise(start, length, advice)
-
-
-_madvise = _madvise_hugepage() if sys.platform.startswith("linux") else None
-
-
-def _empty_huge_like(x: torch.Tensor) -> torch.Tensor:
-    """A contiguous ``torch.empty_like(x)`` whose large interior asks for huge pages."""
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    nbytes = out.numel() * out.element_size()
-    if _madvise is not None and nbytes >= _HUGE_PAGE_MIN_BYTES:
-        start = out.data_ptr()
-        first = (start + _HUGE_PAGE - 1) & ~(_HUGE_PAGE - 1)  # whole huge pages inside the buffer
-        last = (start + nbytes) & ~(_HUGE_PAGE - 1)
-        if last > first:
-            _madvise(first, last - first)  # a hint: failure changes nothing
-    return out
-
-
-def empty_like(x: torch.Tensor) -> torch.Tensor:
-    """A fresh contiguous tensor like ``x`` for a kernel's output; large ones ask for huge pages.
-
-    Always a new allocation from torch's allocator: dropkit never hands out a
-    buffer again, since something it cannot see (another process holding
-    shared memory, a storage object, a DLPack capsule, a C extension) may still
-    reach an old one.
-    """
-    return _empty_huge_like(x)
 
 
 def _flat_numpy(t: torch.Tensor) -> np.ndarray:
@@ -583,21 +295,20 @@ def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed:
                  offset: int) -> None:
     """``out = where(keep, x * scale, 0)``; x and out contiguous CPU tensors (may be the same)."""
     try:
-        kernel, scale_type = _DROPOUT_KERNELS[x.dtype]
+        kernel, scale_type, flags = _DROPOUT_KERNELS[x.dtype]
     except KeyError:
         raise TypeError(f"no CPU kernel for dtype {x.dtype}") from None
-    _run(kernel, x.numel(), (_flat_numpy(x), _flat_numpy(out)), np.int32(t),
-         scale_type(scale), np.uint64(seed), np.uint64(offset))
+    run(kernel, x.numel(), BLOCK_ELEMENTS, (_flat_numpy(x), _flat_numpy(out)), *flags,
+        np.int32(t), scale_type(scale), np.uint64(seed), np.uint64(offset))
 
 
 def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     """Flat bool tensor of ``numel`` elements, True where kept."""
     out = torch.empty(numel, dtype=torch.uint8)  # torch's own storage, not numpy's
     if numel:
-        _run(_keep_mask_kernel, numel, (out.numpy(),), np.int32(t), np.uint64(seed),
-             np.uint64(offset))
+        run(_keep_mask_kernel, numel, BLOCK_ELEMENTS, (out.numpy(),), np.int32(t),
+            np.uint64(seed), np.uint64(offset))
     return out.view(torch.bool)
-
 
 
 _BIAS_DROPOUT_ADD_KERNELS = {  # dtype -> (driver, scale type, bias array type, driver flags)
@@ -625,7 +336,8 @@ def bias_dropout_add_into(x: torch.Tensor, bias: torch.Tensor | None, residual: 
         bias_array = np.zeros(1, dtype=scale_type)
     else:  # 16-bit biases widened to float32, exactly
         bias_array = bias.detach().reshape(-1).to(bias_dtype).numpy()
-    _run(kernel, x.numel(), (_flat_numpy(x), _flat_numpy(residual), _flat_numpy(out)),
-         bias_array, bias is not None, *flags, np.int32(t), scale_type(scale), np.uint64(seed),
-         np.uint64(offset), pass_start=True)
+    run(kernel, x.numel(), BLOCK_ELEMENTS,
+        (_flat_numpy(x), _flat_numpy(residual), _flat_numpy(out)), bias_array,
+        bias is not None, *flags, np.int32(t), scale_type(scale), np.uint64(seed),
+        np.uint64(offset), pass_start=True)
 

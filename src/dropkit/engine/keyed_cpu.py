@@ -6,7 +6,7 @@ then branch-free passes over the chunk's elements. What changes is the
 counter: ``(g, sample_id, step, call | 2**31)`` with ``g`` the counter index
 *within the sample*, so the work is a list of (row, chunk-of-row) items and a
 row's chunks restart at counter 0. The items are split over dropkit's own
-thread pool (``cpu_kernels``), so the result does not depend on the thread
+thread pool (``cpu_runtime``), so the result does not depend on the thread
 count: every element's lanes depend only on its keys and its index.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from dropkit.engine import cpu_kernels
+from dropkit.engine import cpu_runtime
 from dropkit.engine.keyed_reference import KEYED_TAG
 from dropkit.engine.philox_cpu import inline as _inline
 from dropkit.engine.philox_cpu import kernel as _jit
@@ -129,14 +129,14 @@ def _count_items(rows, m):
 def _run(kernel, rows: int, m: int, *args) -> None:
     """``kernel(*args, first, last)`` over all (row, chunk) items, split across threads."""
     items = _count_items(rows, m)
-    threads = min(cpu_kernels.num_threads(), rows * m // (cpu_kernels.PARALLEL_MIN_ELEMENTS // 2),
+    threads = min(cpu_runtime.num_threads(), rows * m // (cpu_runtime.PARALLEL_MIN_ELEMENTS // 2),
                   items)
     if threads < 2:
         kernel(*args, 0, items)
         return
     per_part = -(-items // threads)
     bounds = [(s, min(s + per_part, items)) for s in range(0, items, per_part)]
-    pool = cpu_kernels._executor(threads - 1)
+    pool = cpu_runtime.executor(threads - 1)
     futures = [pool.submit(kernel, *args, s, e) for s, e in bounds[1:]]
     try:
         kernel(*args, *bounds[0])  # the calling thread does the first part itself
@@ -159,7 +159,7 @@ def _ids(sample_ids: torch.Tensor) -> np.ndarray:
 def keyed_dropout(x: torch.Tensor, t: int, scale: float, seed: int, step: int, call: int,
                   sample_ids: torch.Tensor) -> torch.Tensor:
     """A new contiguous ``where(keep, x * scale, 0)``; ``x`` contiguous (N, ...) float32/64."""
-    out = cpu_kernels.empty_like(x)
+    out = cpu_runtime.empty_like(x)
     rows = x.shape[0]
     m = x.numel() // rows if rows else 0
     if x.numel():
