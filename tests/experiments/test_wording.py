@@ -67,6 +67,7 @@ def assert_grammar(paragraphs: list[str]) -> None:
         assert "-0.0" not in paragraph, paragraph
         assert "nan" not in paragraph.replace("dk.", ""), paragraph
         assert "(s)" not in paragraph, paragraph
+        assert not re.search(r"recovers -\d", paragraph), paragraph  # "recovers -8%"
         for sentence in wording.sentences(paragraph):
             first = sentence.lstrip("(")[0]
             assert first.isupper() or first.isdigit(), f"{sentence!r} in {paragraph!r}"
@@ -198,6 +199,7 @@ def _train_row(rng, model, reg, impl, p, seed, epochs):
             "seed": seed, "epochs": epochs, "epochs_to_target": e,
             "seconds_to_target": None if e is None else e * rng.choice([0.5, 1.0]),
             "seconds_per_epoch": rng.choice([0.5, 1.0]), "test_acc": _acc(rng, 0.6),
+            "val_acc": _acc(rng, 0.65), "best_epoch": rng.randint(1, epochs),
             "train_size": 4000, "batch_size": 100}
 
 

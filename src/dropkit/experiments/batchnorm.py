@@ -337,13 +337,18 @@ def batchnorm_reading(records: list[dict[str, Any]]) -> list[str]:
                     lost = acc["after-bn"] - acc["before-bn"]
                     if lost > 0.01:
                         share = d / lost
+                        recovered = (
+                            f"recalibration recovers {100 * share:.0f}%" if share > 0
+                            else "recalibration recovers none of it"
+                        )
                         text.append(
                             f"Of the {points(lost)} dropout before BN loses against "
-                            f"dropout after BN, recalibration recovers {100 * share:.0f}%: "
+                            f"dropout after BN, {recovered}: "
                             + (
                                 "most of the loss is the variance shift itself."
                                 if share >= 0.5
-                                else "the rest is not the BN statistics (the variance shift is "
+                                else ("the loss" if share <= 0 else "the rest")
+                                + " is not the BN statistics (the variance shift is "
                                 "gone after recalibration) but the training itself: before-bn "
                                 f"has {len(get['before-bn'][0]['bn'])} dropout layers (one per "
                                 "BN) to after-bn's one, and drops inputs to BatchNorm, so it "
