@@ -3,28 +3,30 @@
 The backward of ``y = where(keep, x * scale, 0)`` is ``where(keep, g * scale, 0)``:
 the same kernel applied to the gradient, so there is one kernel per dtype.
 
-Design, from measurements of a planning prototype and of these kernels:
-Philox is not the bottleneck, the element pass and the memory are.
-So the work is cut into fixed chunks of ``BLOCK_COUNTERS`` counters
-(8 * BLOCK_COUNTERS elements) and each chunk does a few simple loops while its
-data sits in L1:
+Design, from measurements of these kernels on a Zen 4 core (AVX-512):
+Philox is most of the work.  Its 10 rounds cost about 48 cycles per 8 counters
+(64 elements), bound by the 20 ``vpmuludq`` among them, while the element pass
+(load, compare, multiply, store) costs a fraction of that.  So the work is cut
+into small chunks of ``CHUNK_COUNTERS`` counters (8 * CHUNK_COUNTERS elements)
+and each chunk does two short loops:
 
 1. Philox4x32-10 for the chunk's counters, the 4 words of each stored
    contiguously in a small scratch buffer (vectorised across counters);
-2. branch-free contiguous passes over the elements that read the scratch back
-   as uint16.  On a little-endian machine halfword ``j`` of a counter's 4 words
-   *is* the spec's lane ``j`` (low half of word ``j // 2`` first), so no
-   per-lane shifts are needed and LLVM vectorises the passes.  A dropped
-   element is zeroed by ANDing the bits of its product with 0 rather than by
-   a select: +0.0 even for inf/nan inputs, and faster.
+2. one branch-free contiguous pass over the elements that reads the scratch
+   back as uint16.  On a little-endian machine halfword ``j`` of a counter's
+   4 words *is* the spec's lane ``j`` (low half of word ``j // 2`` first), so
+   no per-lane shifts are needed and LLVM vectorises the pass: the lanes are
+   compared into a mask register and the product is stored under it, +0.0
+   where the element is dropped (also for inf/nan inputs).
 
-Large inputs are cut into one contiguous part per thread, at chunk boundaries,
-and the parts run on a small pool of Python threads that dropkit owns
-(``cpu_runtime``); small inputs run on the calling thread.  Large outputs are
-advised to use transparent huge pages (``cpu_runtime.empty_like``).
+The chunks are small (256 elements) so that the out-of-order core overlaps one
+chunk's memory pass with the next chunk's Philox: measured 1.3-1.6x faster
+than 4096-element chunks with a separate zeroing pass.
 
-Chunks are independent and every element's lane depends only on its index, so
-the result does not depend on the number of threads or on the split.
+Large calls run on several threads that claim pieces of the chunks
+dynamically (``cpu_runtime.run``); small calls run on the calling thread.
+Every element's lane depends only on its index, so the result does not depend
+on the number of threads or on which thread did which chunk.
 
 float32 and float64 are multiplied in their own precision.  float16 and
 bfloat16 are handled on their bit patterns (``half_precision``): widened
@@ -39,9 +41,9 @@ import numpy as np
 import torch
 
 from dropkit.engine.cpu_runtime import PARALLEL_MIN_ELEMENTS as PARALLEL_MIN_ELEMENTS
+from dropkit.engine.cpu_runtime import claim, finished, run
 from dropkit.engine.cpu_runtime import empty_like as empty_like
 from dropkit.engine.cpu_runtime import num_threads as num_threads
-from dropkit.engine.cpu_runtime import run
 from dropkit.engine.half_precision import round_pass, widen_pass
 from dropkit.engine.philox_cpu import inline as _inline
 from dropkit.engine.philox_cpu import kernel as _jit
@@ -51,45 +53,38 @@ from dropkit.engine.philox_cpu import philox_words as philox_words  # the genera
 if sys.byteorder != "little":  # pragma: no cover - every platform torch ships for
     raise ImportError("dropkit's CPU kernels read Philox words as halfwords: little-endian only")
 
-# 512 counters = 4096 elements per chunk: the 8 KiB of scratch stays in L1.
-BLOCK_COUNTERS = 512
-BLOCK_ELEMENTS = 8 * BLOCK_COUNTERS
+# A chunk: the counters whose Philox words sit in the scratch at once.
+CHUNK_COUNTERS = 32
+CHUNK_ELEMENTS = 8 * CHUNK_COUNTERS
+# Work is handed to threads in whole blocks of this many elements (tests use it
+# to size an input that takes the parallel path).
+BLOCK_ELEMENTS = 4096
+
+
+def _chunks(n: int) -> int:
+    return (n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS
 
 
 @_inline
 def _chunk_lanes(c, n, key0, key1, offset, words):
     """Chunk ``c``: its element range and its 16-bit lanes (a uint16 view of ``words``)."""
-    start = c * BLOCK_ELEMENTS
-    stop = min(start + BLOCK_ELEMENTS, n)
+    start = c * CHUNK_ELEMENTS
+    stop = min(start + CHUNK_ELEMENTS, n)
     counters = (stop - start + 7) // 8
-    philox_words_into(offset + np.uint64(c) * np.uint64(BLOCK_COUNTERS), counters, key0, key1,
+    philox_words_into(offset + np.uint64(c) * np.uint64(CHUNK_COUNTERS), counters, key0, key1,
                       words)
     return start, stop, words.view(np.uint16)
 
 
 @_inline
-def _float_chunk(x, out, t, scale, key0, key1, offset, c, words, wide):
-    """out = where(u >= t, x * scale, 0) on chunk c, float32 / float64.
-
-    Two passes over the chunk while it sits in L1: the product, then an AND of
-    its bits with all-ones (kept) or all-zeros (dropped).  That gives +0.0 for a
-    dropped element whatever x is (inf, nan), and measured 1.8x faster than a
-    select on the value, which LLVM vectorised poorly.
-    """
+def _float_chunk(x, out, t, scale, zero, key0, key1, offset, c, words):
+    """out = where(u >= t, x * scale, +0.0) on chunk c, float32 / float64."""
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
-    # Slices, not x[start + e]: with them LLVM vectorises the loops (measured 2.5x).
+    # Slices, not x[start + e]: with them LLVM vectorises the loop (measured 2.5x).
     xs = x[start:stop]
     outs = out[start:stop]
     for e in range(stop - start):
-        outs[e] = xs[e] * scale
-    if outs.itemsize == 8:
-        bits64 = outs.view(np.uint64)
-        for e in range(stop - start):
-            bits64[e] &= np.uint64(0) - np.uint64(np.int32(lanes[e]) >= t)
-    else:
-        bits32 = outs.view(np.uint32)
-        for e in range(stop - start):
-            bits32[e] &= np.uint32(0) - np.uint32(np.int32(lanes[e]) >= t)
+        outs[e] = xs[e] * scale if np.int32(lanes[e]) >= t else zero
 
 
 @_inline
@@ -116,48 +111,54 @@ def _mask_chunk(out, t, key0, key1, offset, c, words):
         outs[e] = np.uint8(np.int32(lanes[e]) >= t)
 
 
-# Drivers: one per kind, each running on the calling thread over a range of
-# chunks.  They are written out per kind on purpose: one driver taking the
-# chunk function as an argument is specialised on the function object, which
-# Numba's on-disk cache misses in every new process (tried: a 2-4 s compile on
-# each import).  A part of a large input is given to a driver as the slices
-# ``x[start:stop]`` with ``offset + start // 8``: with ``start`` a multiple of
-# BLOCK_ELEMENTS, its chunks and counters are exactly those of the whole.
-
-
-@_inline
-def _chunks(n):
-    return (n + BLOCK_ELEMENTS - 1) // BLOCK_ELEMENTS
+# Drivers: one per kind, each running on one thread over the pieces of chunks
+# it claims from ``work``.  They are written out per kind on purpose: one
+# driver taking the chunk function as an argument is specialised on the
+# function object, which Numba's on-disk cache misses in every new process
+# (tried: a 2-4 s compile on each import).
 
 
 @_inline
 def _scratch():
     """Philox words of one chunk, and one chunk of widened 16-bit values."""
-    return np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32), np.empty(BLOCK_ELEMENTS, np.uint32)
+    return np.empty(4 * CHUNK_COUNTERS, dtype=np.uint32), np.empty(CHUNK_ELEMENTS, np.uint32)
 
 
 @_jit
-def _dropout_float(x, out, t, scale, seed, offset):
+def _dropout_float(x, out, t, scale, seed, offset, work):
+    words = np.empty(4 * CHUNK_COUNTERS, dtype=np.uint32)
+    key0, key1 = key_words(seed)
+    zero = np.zeros(1, out.dtype)[0]  # +0.0 of out's type (a literal would be float64)
+    first, stop = claim(work)
+    while first < stop:
+        for c in range(first, stop):
+            _float_chunk(x, out, t, scale, zero, key0, key1, offset, c, words)
+        finished(work)
+        first, stop = claim(work)
+
+
+@_jit
+def _dropout_half(x, out, f16, t, scale, seed, offset, work):
     words, wide = _scratch()
     key0, key1 = key_words(seed)
-    for c in range(_chunks(x.size)):
-        _float_chunk(x, out, t, scale, key0, key1, offset, c, words, wide)
+    first, stop = claim(work)
+    while first < stop:
+        for c in range(first, stop):
+            _half_chunk(x, out, t, scale, key0, key1, offset, c, words, wide, f16)
+        finished(work)
+        first, stop = claim(work)
 
 
 @_jit
-def _dropout_half(x, out, f16, t, scale, seed, offset):
-    words, wide = _scratch()
+def _keep_mask_kernel(out, t, seed, offset, work):
+    words = np.empty(4 * CHUNK_COUNTERS, dtype=np.uint32)
     key0, key1 = key_words(seed)
-    for c in range(_chunks(x.size)):
-        _half_chunk(x, out, t, scale, key0, key1, offset, c, words, wide, f16)
-
-
-@_jit
-def _keep_mask_kernel(out, t, seed, offset):
-    words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
-    key0, key1 = key_words(seed)
-    for c in range(_chunks(out.size)):
-        _mask_chunk(out, t, key0, key1, offset, c, words)
+    first, stop = claim(work)
+    while first < stop:
+        for c in range(first, stop):
+            _mask_chunk(out, t, key0, key1, offset, c, words)
+        finished(work)
+        first, stop = claim(work)
 
 
 # ---------------------------------------------------------------------------
@@ -168,9 +169,7 @@ def _keep_mask_kernel(out, t, seed, offset):
 # roundings for the 16-bit types), so the fused result equals the unfused one
 # bit for bit; only the memory traffic of the two intermediates is saved.  The
 # bias is a flat array whose values repeat along the flat elements with period
-# ``bias.size`` (a bias over the trailing dims of x); ``first`` is the index of
-# the first element of the part a driver is given, so the bias phase does not
-# depend on how the elements were split across threads.
+# ``bias.size`` (a bias over the trailing dims of x).
 
 
 @_inline
@@ -194,37 +193,27 @@ def _add_bias(xs, bias, dst, first, m):
 
 
 @_inline
-def _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
-                     first):
+def _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, zero, key0, key1, offset, c,
+                     words):
     """The fused chunk c for float32 / float64: each step in the dtype's own precision."""
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
     m = stop - start
     xs = x[start:stop]
     rs = residual[start:stop]
     outs = out[start:stop]
+    # the product is rounded before the add (no FMA without fastmath), as unfused
     if has_bias:
-        _add_bias(xs, bias, outs, first + start, m)
+        _add_bias(xs, bias, outs, start, m)
         for e in range(m):
-            outs[e] = outs[e] * scale
+            outs[e] = rs[e] + (outs[e] * scale if np.int32(lanes[e]) >= t else zero)
     else:
         for e in range(m):
-            outs[e] = xs[e] * scale
-    # dropped -> +0.0 by ANDing the bits, as in _float_chunk
-    if outs.itemsize == 8:
-        bits64 = outs.view(np.uint64)
-        for e in range(m):
-            bits64[e] &= np.uint64(0) - np.uint64(np.int32(lanes[e]) >= t)
-    else:
-        bits32 = outs.view(np.uint32)
-        for e in range(m):
-            bits32[e] &= np.uint32(0) - np.uint32(np.int32(lanes[e]) >= t)
-    for e in range(m):
-        outs[e] = rs[e] + outs[e]
+            outs[e] = rs[e] + (xs[e] * scale if np.int32(lanes[e]) >= t else zero)
 
 
 @_inline
 def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
-                    first, wide_a, wide_b, f16):
+                    wide_a, wide_b, f16):
     """The fused 16-bit chunk on bit patterns (float16 if ``f16`` else bfloat16).
 
     ``bias`` is float32 (exactly widened); each step is rounded to the 16-bit
@@ -232,47 +221,51 @@ def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offs
     """
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
     m = stop - start
-    xs = x[start:stop]
     rs = residual[start:stop]
     outs = out[start:stop]
-    a = wide_a[:m]
-    b = wide_b[:m]
-    av = a.view(np.float32)
-    bv = b.view(np.float32)
-    widen_pass(xs, a, m, f16)
+    av = wide_a.view(np.float32)
+    bv = wide_b.view(np.float32)
+    widen_pass(x[start:stop], wide_a, m, f16)
     if has_bias:  # h = half(x + bias), kept as float32 in a
-        _add_bias(av, bias, av, first + start, m)
-        round_pass(a, outs, m, f16)
-        widen_pass(outs, a, m, f16)
-    for e in range(m):
-        av[e] = av[e] * scale
-    round_pass(a, outs, m, f16)  # d = half(h * scale) ...
-    for e in range(m):  # ... or +0 where dropped
-        outs[e] &= np.uint16(0) - np.uint16(np.int32(lanes[e]) >= t)
-    widen_pass(outs, a, m, f16)
-    widen_pass(rs, b, m, f16)
+        _add_bias(av, bias, av, start, m)
+        round_pass(wide_a, outs, m, f16)
+        widen_pass(outs, wide_a, m, f16)
+    for e in range(m):  # d = half(h * scale), or +0 where dropped
+        av[e] = av[e] * scale if np.int32(lanes[e]) >= t else np.float32(0)
+    round_pass(wide_a, outs, m, f16)
+    widen_pass(outs, wide_a, m, f16)
+    widen_pass(rs, wide_b, m, f16)
     for e in range(m):
         av[e] = bv[e] + av[e]
-    round_pass(a, outs, m, f16)
+    round_pass(wide_a, outs, m, f16)
 
 
 @_jit
-def _bias_dropout_add_float(x, residual, out, bias, has_bias, t, scale, seed, offset, first):
-    words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
+def _bias_dropout_add_float(x, residual, out, bias, has_bias, t, scale, seed, offset, work):
+    words = np.empty(4 * CHUNK_COUNTERS, dtype=np.uint32)
     key0, key1 = key_words(seed)
-    for c in range(_chunks(x.size)):
-        _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
-                         first)
+    zero = np.zeros(1, out.dtype)[0]
+    first, stop = claim(work)
+    while first < stop:
+        for c in range(first, stop):
+            _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, zero, key0, key1, offset,
+                             c, words)
+        finished(work)
+        first, stop = claim(work)
 
 
 @_jit
-def _bias_dropout_add_half(x, residual, out, bias, has_bias, f16, t, scale, seed, offset, first):
+def _bias_dropout_add_half(x, residual, out, bias, has_bias, f16, t, scale, seed, offset, work):
     words, wide_a = _scratch()
-    wide_b = np.empty(BLOCK_ELEMENTS, np.uint32)
+    wide_b = np.empty(CHUNK_ELEMENTS, np.uint32)
     key0, key1 = key_words(seed)
-    for c in range(_chunks(x.size)):
-        _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
-                        first, wide_a, wide_b, f16)
+    first, stop = claim(work)
+    while first < stop:
+        for c in range(first, stop):
+            _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c,
+                            words, wide_a, wide_b, f16)
+        finished(work)
+        first, stop = claim(work)
 
 
 _DROPOUT_KERNELS = {  # dtype -> (driver, scale type, driver flags)
@@ -298,16 +291,17 @@ def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed:
         kernel, scale_type, flags = _DROPOUT_KERNELS[x.dtype]
     except KeyError:
         raise TypeError(f"no CPU kernel for dtype {x.dtype}") from None
-    run(kernel, x.numel(), BLOCK_ELEMENTS, (_flat_numpy(x), _flat_numpy(out)), *flags,
-        np.int32(t), scale_type(scale), np.uint64(seed), np.uint64(offset))
+    n = x.numel()
+    run(kernel, _chunks(n), n, _flat_numpy(x), _flat_numpy(out), *flags, np.int32(t),
+        scale_type(scale), np.uint64(seed), np.uint64(offset))
 
 
 def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     """Flat bool tensor of ``numel`` elements, True where kept."""
     out = torch.empty(numel, dtype=torch.uint8)  # torch's own storage, not numpy's
     if numel:
-        run(_keep_mask_kernel, numel, BLOCK_ELEMENTS, (out.numpy(),), np.int32(t),
-            np.uint64(seed), np.uint64(offset))
+        run(_keep_mask_kernel, _chunks(numel), numel, out.numpy(), np.int32(t), np.uint64(seed),
+            np.uint64(offset))
     return out.view(torch.bool)
 
 
@@ -336,8 +330,7 @@ def bias_dropout_add_into(x: torch.Tensor, bias: torch.Tensor | None, residual: 
         bias_array = np.zeros(1, dtype=scale_type)
     else:  # 16-bit biases widened to float32, exactly
         bias_array = bias.detach().reshape(-1).to(bias_dtype).numpy()
-    run(kernel, x.numel(), BLOCK_ELEMENTS,
-        (_flat_numpy(x), _flat_numpy(residual), _flat_numpy(out)), bias_array,
-        bias is not None, *flags, np.int32(t), scale_type(scale), np.uint64(seed),
-        np.uint64(offset), pass_start=True)
-
+    n = x.numel()
+    run(kernel, _chunks(n), n, _flat_numpy(x), _flat_numpy(residual), _flat_numpy(out),
+        bias_array, bias is not None, *flags, np.int32(t), scale_type(scale), np.uint64(seed),
+        np.uint64(offset))

@@ -1,9 +1,14 @@
 """Where the CPU kernels run: dropkit's own thread pool, and their output buffers.
 
-``run`` cuts a call into one contiguous part per thread and runs the parts on
-a small pool of Python threads that dropkit owns (the Numba kernels release
-the GIL); small calls run on the calling thread.  ``empty_like`` allocates an
-output and advises the kernel to back a large one with transparent huge pages.
+``run`` runs a kernel on the calling thread and on a small pool of Python
+threads that dropkit owns (the Numba kernels release the GIL); small calls run
+on the calling thread only.  The threads share the work dynamically: it is a
+range of independent units (a kernel's chunks), cut into pieces that each
+thread claims one at a time with an atomic counter (``claim``), so a worker
+that wakes late, or never gets a core on a busy machine, only does less of the
+work instead of holding the call up.  Which thread does a piece never changes
+its result.  ``empty_like`` allocates an output and advises the kernel to back
+a large one with transparent huge pages.
 """
 
 from __future__ import annotations
@@ -12,9 +17,15 @@ import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_all
 
 import numpy as np
 import torch
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from dropkit.engine.philox_cpu import inline, kernel
 
 # Below this many elements a call runs on the calling thread only: waking
 # threads costs more than the work.
@@ -64,42 +75,96 @@ def executor(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def run(kernel, numel: int, block: int, arrays: tuple[np.ndarray, ...], *args,
-        pass_start: bool = False) -> None:
-    """``kernel(*arrays, *args[:-1], offset)`` over all elements, split across threads.
+# The work array each thread's call of a kernel gets, int64: the next piece to
+# claim, the pieces finished, then the split: pieces, units per piece, units.
+_NEXT, _DONE, _PIECES, _PER_PIECE, _UNITS = range(5)
+# Pieces per thread: small enough that the last piece a thread finishes after
+# the others is short, large enough that claiming one costs nothing.
+_PIECES_PER_THREAD = 16
+# How often the calling thread polls for the others' last pieces before it
+# sleeps on their futures (a few hundred microseconds).
+_POLLS = 1 << 16
 
-    ``arrays`` are the flat element arrays, sliced per part at multiples of
-    ``block`` elements (the kernel's chunk); the last of ``args`` is the
-    Philox counter offset, advanced by ``start // 8`` per part.
-    With ``pass_start`` the kernel also gets the part's first element index
-    (an ``np.int64``) as a last argument, for data that repeats along the
-    elements (a broadcast bias).
+
+def _item_pointer(context, builder, signature, args):
+    array_type = signature.args[0]
+    array = context.make_array(array_type)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, array_type, array, [args[1]],
+                                    wraparound=False)
+
+
+@intrinsic
+def _fetch_add(typingctx, array, index):
+    """``array[index] += 1`` atomically (sequentially consistent); the value before."""
+    def codegen(context, builder, signature, args):
+        pointer = _item_pointer(context, builder, signature, args)
+        return builder.atomic_rmw("add", pointer, context.get_constant(types.int64, 1), "seq_cst")
+    return types.int64(array, index), codegen
+
+
+@intrinsic
+def _load(typingctx, array, index):
+    """``array[index]``, an atomic (sequentially consistent) load."""
+    def codegen(context, builder, signature, args):
+        return builder.load_atomic(_item_pointer(context, builder, signature, args), "seq_cst", 8)
+    return types.int64(array, index), codegen
+
+
+@inline
+def claim(work):
+    """The units ``[first, stop)`` of the next unclaimed piece; ``first == stop`` when none is left.
+
+    A driver loops ``first, stop = claim(work)`` / ``while first < stop`` over
+    its pieces and calls ``finished(work)`` after each.
     """
-    *params, offset = args
+    piece = _fetch_add(work, _NEXT)
+    first = min(piece * work[_PER_PIECE], work[_UNITS])
+    return first, min(first + work[_PER_PIECE], work[_UNITS])
+
+
+@inline
+def finished(work):
+    """A claimed piece is written: its release makes the writes visible to ``_all_finished``."""
+    _fetch_add(work, _DONE)
+
+
+@kernel
+def _all_finished(work, polls):
+    """Whether every piece is finished, polling at most ``polls`` times."""
+    for _ in range(polls):
+        if _load(work, _DONE) >= work[_PIECES]:
+            return True
+    return False
+
+
+def run(kernel, units: int, numel: int, *args) -> None:
+    """``kernel(*args, work)`` over ``units`` work units of ``numel`` elements in all.
+
+    The calling thread runs the kernel itself and, for a large call, so do up
+    to ``num_threads() - 1`` of dropkit's workers; each kernel call claims
+    pieces of the units from ``work`` until none is left.
+    """
     # at least PARALLEL_MIN_ELEMENTS / 2 elements per thread: below
     # PARALLEL_MIN_ELEMENTS in all, the calling thread does everything
-    threads = min(num_threads(), numel // (PARALLEL_MIN_ELEMENTS // 2))
-    first = (np.int64(0),) if pass_start else ()
+    threads = min(num_threads(), numel // (PARALLEL_MIN_ELEMENTS // 2), units)
     if threads < 2:
-        kernel(*arrays, *params, offset, *first)
+        kernel(*args, np.array([0, 0, 1, units, units], dtype=np.int64))
         return
-    chunks = (numel + block - 1) // block
-    per_part = (chunks + threads - 1) // threads * block
-    starts = range(0, numel, per_part)
-
-    def part(start: int) -> None:
-        stop = min(start + per_part, numel)
-        first = (np.int64(start),) if pass_start else ()
-        kernel(*(a[start:stop] for a in arrays), *params,
-               offset + np.uint64(start // 8), *first)
-
-    pool = executor(threads - 1)
-    futures = [pool.submit(part, start) for start in starts[1:]]
+    per_piece = -(-units // (_PIECES_PER_THREAD * threads))
+    pieces = -(-units // per_piece)
+    work = np.array([0, 0, pieces, per_piece, units], dtype=np.int64)
+    futures = [executor(threads - 1).submit(kernel, *args, work) for _ in range(threads - 1)]
     try:
-        part(starts[0])  # the calling thread does the first part itself
+        kernel(*args, work)
     finally:
+        # A worker still busy with its last piece is polled for, then slept on.
+        # One that has not started yet finds nothing left to claim: no need to wait for it.
+        if not _all_finished(work, _POLLS):
+            wait_all(futures)
+    if work[_DONE] < pieces:  # a worker failed holding a piece: its exception says why
         for future in futures:
-            future.result()  # re-raises a worker's exception
+            future.result()
+        raise RuntimeError("a dropkit worker thread stopped before finishing its work")
 
 
 # Large outputs are advised to use transparent huge pages (when the kernel is in

@@ -2,7 +2,7 @@
 
 The same design as ``cpu_kernels``: chunks of ``BLOCK_COUNTERS`` counters
 whose Philox words sit in a small scratch buffer, read back as uint16 lanes,
-then branch-free passes over the chunk's elements. What changes is the
+then a branch-free pass over the chunk's elements. What changes is the
 counter: ``(g, sample_id, step, call | 2**31)`` with ``g`` the counter index
 *within the sample*, so the work is a list of (row, chunk-of-row) items and a
 row's chunks restart at counter 0. The items are split over dropkit's own
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from dropkit.engine import cpu_runtime
+from dropkit.engine.cpu_runtime import claim, finished
 from dropkit.engine.keyed_reference import KEYED_TAG
 from dropkit.engine.philox_cpu import inline as _inline
 from dropkit.engine.philox_cpu import kernel as _jit
@@ -69,56 +70,56 @@ def _item_lanes(item, rows, m, ids, step, tag, key0, key1, words, c0s, c1s):
 
 
 @_jit
-def _keyed_dropout_float(x, out, m, t, scale, seed, ids, step, tag, first_item, last_item):
-    """out = where(u >= t, x * scale, 0) over items [first_item, last_item); float32/64.
+def _keyed_dropout_float(x, out, m, t, scale, seed, ids, step, tag, work):
+    """out = where(u >= t, x * scale, +0.0) over the items claimed from ``work``; float32/64.
 
-    ``x`` and ``out`` are the flat (N * m) arrays; a dropped element becomes
-    +0.0 by ANDing its bits with zero, as in ``cpu_kernels._float_chunk``.
+    ``x`` and ``out`` are the flat (N * m) arrays.
     """
     words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
     c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
     c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
     key0, key1 = key_words(seed)
+    zero = np.zeros(1, out.dtype)[0]  # +0.0 of out's type (a literal would be float64)
     rows = x.size // m
-    for item in range(first_item, last_item):
-        r, count, start, stop, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,
-                                                          key1, words, c0s, c1s)
-        # short rows of a multiple of 8 elements: their lanes are contiguous, one pass
-        aligned = count > 1 and width == m
-        span = count * m if aligned else stop - start
-        for j in range(1 if aligned else count):
-            base = (r + j) * m
-            xs = x[base + start:base + start + span]
-            outs = out[base + start:base + start + span]
-            ls = lanes[j * width:]
-            for e in range(span):
-                outs[e] = xs[e] * scale
-            if outs.itemsize == 8:
-                bits64 = outs.view(np.uint64)
+    first, stop = claim(work)
+    while first < stop:
+        for item in range(first, stop):
+            r, count, start, end, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,
+                                                             key1, words, c0s, c1s)
+            # short rows of a multiple of 8 elements: their lanes are contiguous, one pass
+            aligned = count > 1 and width == m
+            span = count * m if aligned else end - start
+            for j in range(1 if aligned else count):
+                base = (r + j) * m
+                xs = x[base + start:base + start + span]
+                outs = out[base + start:base + start + span]
+                ls = lanes[j * width:]
                 for e in range(span):
-                    bits64[e] &= np.uint64(0) - np.uint64(np.int32(ls[e]) >= t)
-            else:
-                bits32 = outs.view(np.uint32)
-                for e in range(span):
-                    bits32[e] &= np.uint32(0) - np.uint32(np.int32(ls[e]) >= t)
+                    outs[e] = xs[e] * scale if np.int32(ls[e]) >= t else zero
+        finished(work)
+        first, stop = claim(work)
 
 
 @_jit
-def _keyed_mask(out, m, t, seed, ids, step, tag, first_item, last_item):
-    """out = 1 where kept (u >= t) else 0, uint8, over items [first_item, last_item)."""
+def _keyed_mask(out, m, t, seed, ids, step, tag, work):
+    """out = 1 where kept (u >= t) else 0, uint8, over the items claimed from ``work``."""
     words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
     c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
     c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
     key0, key1 = key_words(seed)
     rows = out.size // m
-    for item in range(first_item, last_item):
-        r, count, start, stop, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,
-                                                          key1, words, c0s, c1s)
-        for j in range(count):
-            outs = out[(r + j) * m + start:(r + j) * m + stop]
-            ls = lanes[j * width:]
-            for e in range(stop - start):
-                outs[e] = np.uint8(np.int32(ls[e]) >= t)
+    first, stop = claim(work)
+    while first < stop:
+        for item in range(first, stop):
+            r, count, start, end, width, lanes = _item_lanes(item, rows, m, ids, step, tag, key0,
+                                                             key1, words, c0s, c1s)
+            for j in range(count):
+                outs = out[(r + j) * m + start:(r + j) * m + end]
+                ls = lanes[j * width:]
+                for e in range(end - start):
+                    outs[e] = np.uint8(np.int32(ls[e]) >= t)
+        finished(work)
+        first, stop = claim(work)
 
 
 @_jit
@@ -127,22 +128,8 @@ def _count_items(rows, m):
 
 
 def _run(kernel, rows: int, m: int, *args) -> None:
-    """``kernel(*args, first, last)`` over all (row, chunk) items, split across threads."""
-    items = _count_items(rows, m)
-    threads = min(cpu_runtime.num_threads(), rows * m // (cpu_runtime.PARALLEL_MIN_ELEMENTS // 2),
-                  items)
-    if threads < 2:
-        kernel(*args, 0, items)
-        return
-    per_part = -(-items // threads)
-    bounds = [(s, min(s + per_part, items)) for s in range(0, items, per_part)]
-    pool = cpu_runtime.executor(threads - 1)
-    futures = [pool.submit(kernel, *args, s, e) for s, e in bounds[1:]]
-    try:
-        kernel(*args, *bounds[0])  # the calling thread does the first part itself
-    finally:
-        for future in futures:
-            future.result()
+    """``kernel(*args, work)`` over all (row, chunk) items, shared by dropkit's threads."""
+    cpu_runtime.run(kernel, _count_items(rows, m), rows * m, *args)
 
 
 _SCALE_TYPES = {torch.float32: np.float32, torch.float64: np.float64}

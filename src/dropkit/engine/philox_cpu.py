@@ -30,7 +30,7 @@ SHIFT32 = np.uint64(32)
 
 # the files whose Numba functions other files inline: a change to any of them
 # must miss the cache of every kernel
-_INLINED_SOURCES = ("philox_cpu.py", "half_precision.py")
+_INLINED_SOURCES = ("philox_cpu.py", "half_precision.py", "cpu_runtime.py")
 
 
 def _sources_digest() -> str:
