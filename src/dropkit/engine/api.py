@@ -20,6 +20,7 @@ checked here, once, in ``_route``.
 from __future__ import annotations
 
 import operator
+import threading
 
 import torch
 from torch import Tensor
@@ -35,9 +36,29 @@ def draw_seed(generator: torch.Generator | None = None) -> int:
 
     ``torch.manual_seed(s)`` therefore makes every seedless dropkit call reproducible.
     """
+    if generator is None and not torch.compiler.is_compiling():
+        return _draw_default()
     device = generator.device if generator is not None else "cpu"
     seed = torch.empty((), dtype=torch.int64, device=device).random_(generator=generator)
     return int(seed.item())  # random_ on int64 draws from [0, 2**63)
+
+
+# One 0-dim int64 CPU tensor per thread that draws seeds from the default
+# generator: making a tensor for every draw was two thirds of a draw's ~3 us,
+# and eager dropout draws once per call. It never leaves this module, and each
+# thread has its own, so two threads cannot read each other's draw.
+_draws = threading.local()
+
+
+def _draw_default() -> int:
+    """``draw_seed()``: the same draw from torch's default CPU generator, outside tracing."""
+    try:
+        scratch = _draws.seed
+    except AttributeError:
+        # a tensor made under inference mode could not be written outside it
+        with torch.inference_mode(False):
+            scratch = _draws.seed = torch.empty((), dtype=torch.int64, device="cpu")
+    return scratch.random_().item()  # random_ on int64 draws from [0, 2**63)
 
 
 def _as_int(value, name: str) -> int:
@@ -70,7 +91,9 @@ def _route(seed, offset, numel: int) -> tuple[bool, int | Tensor, int]:
         check_seed_offset(0, offset, numel)
         return True, seed, offset
     if seed is None:
-        seed = draw_seed()
+        seed = _draw_default()
+        if offset == 0:  # a drawn seed is a valid key, and offset 0 leaves every counter free
+            return False, seed, 0
     elif isinstance(seed, Tensor):
         seed = int(seed) & _U64  # an int64 bit pattern
     elif type(seed) is not int:
@@ -91,10 +114,10 @@ def dropout(x: Tensor, p: float, scale: float, seed: int | Tensor | None = None,
     traced_call, seed, offset = _route(seed, offset, x.numel())
     if traced_call:
         return traced.dropout(x, p, scale, seed, offset)
-    args = (lane_threshold(p), float(scale), op.as_int64(seed), op.as_int64(offset))
-    if torch.is_grad_enabled() and x.requires_grad:
-        return op.EagerDropout.apply(x, *args)
-    return op.dropout_impl(x, *args)
+    params = (lane_threshold(p), float(scale), seed, offset)
+    if x.requires_grad and torch.is_grad_enabled():
+        return op.eager_dropout(x, params)
+    return op.dropout_impl(x, *params)
 
 
 def dropout_(x: Tensor, p: float, scale: float, seed: int | Tensor | None = None,
@@ -114,9 +137,9 @@ def dropout_(x: Tensor, p: float, scale: float, seed: int | Tensor | None = None
     traced_call, seed, offset = _route(seed, offset, x.numel())
     if traced_call:
         return x.copy_(traced.dropout(x, p, scale, seed, offset))
-    args = (lane_threshold(p), float(scale), op.as_int64(seed), op.as_int64(offset))
-    if torch.is_grad_enabled() and x.requires_grad:
-        return x.copy_(op.EagerDropout.apply(x, *args))
+    params = (lane_threshold(p), float(scale), seed, offset)
+    if x.requires_grad and torch.is_grad_enabled():
+        return x.copy_(op.eager_dropout(x, params))
     if x.is_inference():  # no version counter; writable only inside inference mode
         if not torch.is_inference_mode_enabled():
             raise RuntimeError(
@@ -124,10 +147,10 @@ def dropout_(x: Tensor, p: float, scale: float, seed: int | Tensor | None = None
                 "in-place dropout received a tensor created under torch.inference_mode(). "
                 "Clone it first, or call dropout with inplace=False."
             )
-        op.dropout_inplace_impl(x, *args)
+        op.dropout_inplace_impl(x, *params)
         return x
     version = x._version
-    op.dropout_inplace_impl(x, *args)
+    op.dropout_inplace_impl(x, *params)
     if x._version == version:
         # The kernel wrote through a numpy view (or Triton), which autograd
         # cannot see; a discontiguous x was written back by copy_, which counts.
@@ -146,8 +169,7 @@ def keep_mask(shape, p: float, seed: int | Tensor | None = None, offset: int = 0
     traced_call, seed, offset = _route(seed, offset, torch.Size(shape).numel())
     if traced_call:
         return traced.keep_mask(shape, p, seed, offset, device)
-    return op.keep_mask_impl(shape, lane_threshold(p), op.as_int64(seed), op.as_int64(offset),
-                             device)
+    return op.keep_mask_impl(shape, lane_threshold(p), seed, offset, device)
 
 
 def bias_dropout_add(x: Tensor, bias: Tensor | None, residual: Tensor, p: float, scale: float,
@@ -165,7 +187,7 @@ def bias_dropout_add(x: Tensor, bias: Tensor | None, residual: Tensor, p: float,
     if traced_call or not op.fusable(x, bias, residual):
         h = x if bias is None else x + bias
         return residual + dropout(h, p, scale, seed, offset)
-    args = (lane_threshold(p), float(scale), op.as_int64(seed), op.as_int64(offset))
+    args = (lane_threshold(p), float(scale), seed, offset)
     if torch.is_grad_enabled() and (x.requires_grad or residual.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return op.EagerBiasDropoutAdd.apply(x, bias, residual, *args)

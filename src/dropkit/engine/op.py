@@ -18,7 +18,8 @@ pin a compiled graph to their values.
 
 Schema ``int`` arguments are signed 64-bit, while seeds and offsets are
 unsigned 64-bit; they cross the op boundary as their two's-complement int64
-bit pattern (``as_int64``) and are turned back on the other side.
+bit pattern (``as_int64``) and are turned back on the other side. The eager
+``*_impl`` functions take them unsigned, as ``engine.api`` holds them.
 
 Backends, chosen per device inside the kernel call: the Numba kernels on CPU,
 the Triton kernel on CUDA when triton is importable, the pure-torch reference
@@ -32,7 +33,10 @@ import torch
 from dropkit.engine import reference
 
 _U64 = (1 << 64) - 1
-_FAST_CPU_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_FAST_CPU_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
+# Outputs below this many elements (512 KiB in float64) are allocated directly:
+# too small for the huge pages ``cpu_kernels.empty_like`` advises (2 MiB).
+_SMALL_NUMEL = 1 << 16
 
 
 def as_int64(value: int) -> int:
@@ -118,19 +122,31 @@ def output_like(x: torch.Tensor) -> torch.Tensor:
 
 
 def dropout_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
-                  offset: int) -> torch.Tensor:
-    """The out-of-place kernel call; ``seed``/``offset`` as int64 bit patterns.
+                 offset: int) -> torch.Tensor:
+    """The out-of-place kernel call; ``seed``/``offset`` unsigned, in [0, 2**64).
 
     The mask is laid on the elements in logical (row-major) order whatever
     ``x``'s memory layout; the output has the layout of ``output_like(x)``.
     """
+    if x.is_cpu and x.dtype in _FAST_CPU_DTYPES and x.is_contiguous():
+        # The common case first, with as few questions as possible: on the
+        # activations of a small MLP the whole call costs about 10 us.
+        numel = x.numel()
+        kernels = cpu_backend()
+        if numel and kernels is not None:
+            if numel < _SMALL_NUMEL:
+                out = torch.empty_like(x, memory_format=torch.contiguous_format)
+            else:
+                out = kernels.empty_like(x)
+            kernels.dropout_into(x, out, threshold, scale, seed, offset)
+            return out
     dense = x.contiguous()
     kernels = cpu_backend() if dense.device.type == "cpu" else None
     if kernels is not None:
         out = kernels.empty_like(dense)
     else:
         out = torch.empty_like(dense, memory_format=torch.contiguous_format)
-    _dropout_into(dense, out, threshold, scale, as_uint64(seed), as_uint64(offset))
+    _dropout_into(dense, out, threshold, scale, seed, offset)
     if x.is_contiguous():
         return out
     like = output_like(x)
@@ -140,7 +156,7 @@ def dropout_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
 @torch.library.custom_op("dropkit::philox_dropout", mutates_args=())
 def _dropout_op(x: torch.Tensor, threshold: int, scale: float, seed: int,
                 offset: int) -> torch.Tensor:
-    return dropout_impl(x, threshold, scale, seed, offset)
+    return dropout_impl(x, threshold, scale, as_uint64(seed), as_uint64(offset))
 
 
 @_dropout_op.register_fake
@@ -162,38 +178,60 @@ _dropout_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 class EagerDropout(torch.autograd.Function):
-    """The same forward and backward as ``_dropout_op``, for eager mode.
+    """The same forward and backward as ``_dropout_op``, for eager mode; call ``eager_dropout``.
 
     A Python ``custom_op`` with registered autograd costs ~20 us of dispatch
     per forward+backward, as much as the kernel itself on the small
-    activations of a tutorial MLP (2048 elements: ~6 us). Eager calls take
-    this plain ``autograd.Function`` instead; ``torch.compile`` traces the
-    custom op. Both run ``_dropout_impl`` and save no tensor.
+    activations of a tutorial MLP (2048 elements). Eager calls take this
+    plain ``autograd.Function`` instead; ``torch.compile`` traces the custom
+    op. Both run ``dropout_impl`` and save no tensor. ``params`` is
+    ``(threshold, scale, seed, offset)`` as ``dropout_impl`` takes them, in one
+    argument, so that the backward returns a single ``None`` for it.
     """
 
     @staticmethod
-    def forward(ctx, x, threshold, scale, seed, offset):
-        ctx.params = (threshold, scale, seed, offset)
-        return dropout_impl(x, threshold, scale, seed, offset)
+    def forward(ctx, x, params):
+        ctx.params = params
+        return dropout_impl(x, *params)
 
     @staticmethod
     def backward(ctx, grad):
         # Under create_graph the backward is itself differentiable (double backward).
         if torch.is_grad_enabled():
-            return EagerDropout.apply(grad, *ctx.params), None, None, None, None
-        return dropout_impl(grad, *ctx.params), None, None, None, None
+            return eager_dropout(grad, ctx.params), None
+        return dropout_impl(grad, *ctx.params), None
+
+
+# ``Function.apply`` is a Python wrapper around torch's C ``_FunctionBase.apply``
+# that binds default arguments (for a ``setup_context`` we do not define),
+# routes functorch transforms and unwraps tensors left over from a finished
+# transform. For one tensor and no transform, calling the C ``apply`` after
+# ``unwrap_if_dead`` is the same call, and it saved ~5 us of a ~75 us
+# forward+backward on 2048 elements. Torch internals: without them, the wrapper.
+try:
+    _apply_dropout = torch._C._FunctionBase.__dict__["apply"].__get__(None, EagerDropout)
+    _transforms_active = torch._C._are_functorch_transforms_active
+    _unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+except (AttributeError, KeyError):  # pragma: no cover - another torch
+    _apply_dropout = None
+
+
+def eager_dropout(x: torch.Tensor, params: tuple[int, float, int, int]) -> torch.Tensor:
+    """``EagerDropout.apply(x, params)``: differentiable ``dropout_impl(x, *params)``."""
+    if _apply_dropout is None or _transforms_active():
+        return EagerDropout.apply(x, params)  # functorch's route, or its error
+    return _apply_dropout(_unwrap_if_dead(x), params)
 
 
 @torch.library.custom_op("dropkit::philox_dropout_", mutates_args=("x",))
 def _dropout_inplace_op(x: torch.Tensor, threshold: int, scale: float, seed: int,
                         offset: int) -> None:
-    dropout_inplace_impl(x, threshold, scale, seed, offset)
+    dropout_inplace_impl(x, threshold, scale, as_uint64(seed), as_uint64(offset))
 
 
 def dropout_inplace_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
-                          offset: int) -> None:
-    """The in-place kernel call; ``seed``/``offset`` as int64 bit patterns."""
-    seed, offset = as_uint64(seed), as_uint64(offset)
+                         offset: int) -> None:
+    """The in-place kernel call; ``seed``/``offset`` unsigned."""
     if x.is_contiguous():
         _dropout_into(x, x, threshold, scale, seed, offset)
     else:
@@ -205,12 +243,12 @@ def dropout_inplace_impl(x: torch.Tensor, threshold: int, scale: float, seed: in
 @torch.library.custom_op("dropkit::philox_keep_mask", mutates_args=())
 def _keep_mask_op(shape: list[int], threshold: int, seed: int, offset: int,
                   device: torch.device) -> torch.Tensor:
-    return keep_mask_impl(shape, threshold, seed, offset, device)
+    return keep_mask_impl(shape, threshold, as_uint64(seed), as_uint64(offset), device)
 
 
 def keep_mask_impl(shape: list[int], threshold: int, seed: int, offset: int,
-                    device: torch.device) -> torch.Tensor:
-    seed, offset = as_uint64(seed), as_uint64(offset)
+                   device: torch.device) -> torch.Tensor:
+    """Bool mask of ``shape``; ``seed``/``offset`` unsigned."""
     numel = torch.Size(shape).numel()
     if device.type == "cpu" and numel:
         kernels = cpu_backend()
@@ -249,14 +287,13 @@ def _bias_period(bias: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 
 def bias_dropout_add_impl(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor,
-                           threshold: int, scale: float, seed: int, offset: int) -> torch.Tensor:
-    """``residual + where(keep, (x + bias) * scale, 0)`` in one pass; seed/offset as int64 bits.
+                          threshold: int, scale: float, seed: int, offset: int) -> torch.Tensor:
+    """``residual + where(keep, (x + bias) * scale, 0)`` in one pass; seed/offset unsigned.
 
     ``x`` and ``residual`` contiguous, of one shape, dtype and device; ``bias``
     None or broadcastable to ``x`` without changing its shape (``bias_dropout_add``
     checks all of it). Each intermediate is rounded as the unfused sequence rounds it.
     """
-    seed, offset = as_uint64(seed), as_uint64(offset)
     period = None if bias is None else _bias_period(bias.detach(), x.shape)
     if x.device.type == "cpu" and x.dtype in _FAST_CPU_DTYPES:
         kernels = cpu_backend()
@@ -297,7 +334,7 @@ class EagerBiasDropoutAdd(torch.autograd.Function):
         grad_h = grad_bias = None
         if need_x or need_bias:
             if torch.is_grad_enabled():  # create_graph: keep the backward differentiable
-                grad_h = EagerDropout.apply(grad, *ctx.params)
+                grad_h = eager_dropout(grad, ctx.params)
             else:
                 grad_h = dropout_impl(grad, *ctx.params)
         if need_bias:

@@ -66,7 +66,8 @@ def scalar_tensor(value) -> torch.Tensor:
 @torch.library.custom_op("dropkit::philox_dropout_tseed", mutates_args=())
 def _dropout_tseed(x: torch.Tensor, p: torch.Tensor, scale: torch.Tensor, seed: torch.Tensor,
                    offset: int) -> torch.Tensor:
-    return op.dropout_impl(x, lane_threshold(p.item()), scale.item(), int(seed.item()), offset)
+    return op.dropout_impl(x, lane_threshold(p.item()), scale.item(),
+                           op.as_uint64(int(seed.item())), op.as_uint64(offset))
 
 
 @_dropout_tseed.register_fake
@@ -90,7 +91,8 @@ _dropout_tseed.register_autograd(_backward, setup_context=_setup_context)
 @torch.library.custom_op("dropkit::philox_keep_mask_tseed", mutates_args=())
 def _keep_mask_tseed(shape: list[int], p: torch.Tensor, seed: torch.Tensor, offset: int,
                      device: torch.device) -> torch.Tensor:
-    return op.keep_mask_impl(shape, lane_threshold(p.item()), int(seed.item()), offset, device)
+    return op.keep_mask_impl(shape, lane_threshold(p.item()), op.as_uint64(int(seed.item())),
+                             op.as_uint64(offset), device)
 
 
 @_keep_mask_tseed.register_fake
