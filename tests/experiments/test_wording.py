@@ -126,12 +126,13 @@ def test_droppath_reading_grammar(case):
     rng = random.Random(case)
     depth = rng.choice([2, 3, 12])
     epochs = rng.choice([1, 15])
+    patience = rng.choice([None, 1, 20])
     base_converges = rng.random() < 0.5
     records = []
     for seed in range(rng.choice([1, 2])):
         records.append(
             {"schedule": "none", "p": 0.0, "depth": depth, "epochs": epochs, "seed": seed,
-             "test_acc": 0.6, "train_acc": 0.7, "loss_ratio": 0.4 if base_converges else 0.8,
+             "patience": patience, "test_acc": 0.6, "train_acc": 0.7, "loss_ratio": 0.4 if base_converges else 0.8,
              "converged": base_converges}
         )
         for schedule in ("linear", "uniform"):
@@ -139,8 +140,9 @@ def test_droppath_reading_grammar(case):
                 ok = rng.random() < 0.5
                 records.append(
                     {"schedule": schedule, "p": rate, "depth": depth, "epochs": epochs,
-                     "seed": seed, "test_acc": _acc(rng, 0.6 - rate / 3),
-                     "train_acc": 0.7, "loss_ratio": 0.4 if ok else 0.8, "converged": ok}
+                     "seed": seed, "patience": patience,
+                     "test_acc": _acc(rng, 0.6 - rate / 3),
+                     "train_acc": rng.choice([0.7, _acc(rng, 0.5)]), "loss_ratio": 0.4 if ok else 0.8, "converged": ok}
                 )
     text = droppath_reading(records)
     assert_grammar(text)
