@@ -41,6 +41,14 @@ def test_bench_writes_json_with_every_phase_and_contender(tmp_path, capsys, monk
         assert row["saved_bytes_per_element"]["dropkit"] == 0
         assert row["saved_bytes_per_element"]["torch"] >= 1
     assert result["keep_mask"][0]["numel"] == 4096
+    small = result["small_forward_backward"]
+    assert [(row["dtype"], tuple(row["shape"])) for row in small] == [
+        (d, s) for d in ("float32", "bfloat16") for s in bench.DEFAULT_SMALL_SHAPES]
+    for row in small:
+        assert set(row["median_ms"]) == set(row["min_ms"]) == {"dropkit", "torch"}
+        assert all(v > 0 for v in row["median_ms"].values()) and row["speedup_over_torch"] > 0
+        assert row["clock"] == "process_time" and row["repeat"] == 2
+        assert "x".join(map(str, row["shape"])) in printed
     assert "targets" not in result
     fused = result["bias_dropout_add"]
     assert {(row["dtype"], row["numel"]) for row in fused} == {("float32", 4096),
@@ -63,7 +71,8 @@ def test_results_go_under_out_and_by_default_to_a_cache_directory(tmp_path, monk
     assert bench.result_path(None) == tmp_path / "cache" / "dropkit" / "bench" / "bench.json"
     assert bench.result_path(tmp_path / "here") == tmp_path / "here" / "bench.json"
     assert bench.result_path("x/run.json") == bench.Path("x/run.json")
-    kwargs = dict(sizes=[64], dtypes=["float32"], repeat=1, quiet=True, residual_mlp=None)
+    kwargs = dict(sizes=[64], dtypes=["float32"], repeat=1, quiet=True, residual_mlp=None,
+                  small_shapes=[(2, 3)])
     assert bench.main(**kwargs) == 0  # out=None: the cache directory
     assert (tmp_path / "cache" / "dropkit" / "bench" / "bench.json").exists()
     assert bench.main(out=tmp_path / "runs", **kwargs) == 0
@@ -119,3 +128,15 @@ def test_interleave_clock_and_number():
     assert summary == {"median_ms": {"x": pytest.approx(2.0)}, "min_ms": {"x": pytest.approx(1.0)}}
     with pytest.raises(ValueError, match="repeat=0"):
         bench.interleave({"x": lambda: None}, 0)
+
+
+def test_small_rows_can_be_skipped_and_the_old_names_still_import():
+    result = bench.run(sizes=[64], dtypes=["float32"], repeat=1, quiet=True, residual_mlp=None,
+                       small_shapes=())
+    assert result["small_forward_backward"] == []
+    assert "small activations" not in bench.render(result)
+    # what the CLI, the experiments and benchmarks/ import from dropkit.bench
+    from dropkit.bench import cpu_name, default_out_dir, interleave, main, parse_size, summary_ms
+
+    assert all(callable(f) for f in (cpu_name, default_out_dir, interleave, main, parse_size,
+                                     summary_ms))

@@ -16,6 +16,11 @@ median over repetitions of the per-repetition ratio.  It also measures the
 bytes autograd keeps for backward per input element, with
 ``torch.autograd.graph.saved_tensors_hooks``.
 
+Small activations, ``(32, 64)`` and ``(100, 64)`` by default (the layers of a
+small MLP), are timed apart, forward + backward only (``y = dropout(x, p);
+y.backward(g)``), dropkit against torch, in CPU time per call: there the cost
+is per call (argument checks, the seed, autograd), not per element.
+
 Two fused patterns are timed the same way, against their unfused spelling:
 
 - ``bias_dropout_add``: ``dk.bias_dropout_add(x, b, r, p)`` against
@@ -53,6 +58,7 @@ from dropkit.bench_rows import (
     time_dropout,
     time_keep_mask,
     time_residual_mlp,
+    time_small_forward_backward,
 )
 from dropkit.bench_timing import (
     cpu_name,
@@ -65,14 +71,16 @@ from dropkit.bench_timing import (
 )
 
 __all__ = [
-    "CONTENDERS", "DEFAULT_DTYPES", "DEFAULT_RESIDUAL_MLP", "DEFAULT_SIZES", "FUSED_WIDTH",
-    "PHASES", "cpu_name", "default_out_dir", "format_size", "interleave", "main",
+    "CONTENDERS", "DEFAULT_DTYPES", "DEFAULT_RESIDUAL_MLP", "DEFAULT_SIZES", "DEFAULT_SMALL_SHAPES",
+    "FUSED_WIDTH", "PHASES", "cpu_name", "default_out_dir", "format_size", "interleave", "main",
     "median_ratio", "parse_size", "render", "result_path", "run", "saved_bytes_per_element",
     "summary_ms", "time_bias_dropout_add", "time_dropout", "time_keep_mask", "time_residual_mlp",
+    "time_small_forward_backward",
 ]
 
 DEFAULT_SIZES = (1 << 20, 16 << 20)
 DEFAULT_DTYPES = ("float32", "bfloat16")
+DEFAULT_SMALL_SHAPES = ((32, 64), (100, 64))
 
 # The residual-MLP training step: samples, tokens per sample, width, blocks, max drop rate.
 DEFAULT_RESIDUAL_MLP = {"batch": 64, "tokens": 8, "width": 128, "depth": 12, "max_rate": 0.3}
@@ -105,12 +113,14 @@ def _progress(total: int, quiet: bool):
 
 
 def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int = 15,
-        quiet: bool = False, residual_mlp: dict | bool | None = True) -> dict:
+        quiet: bool = False, residual_mlp: dict | bool | None = True,
+        small_shapes: Sequence[Sequence[int]] = DEFAULT_SMALL_SHAPES) -> dict:
     """Measure everything; returns the JSON-ready result.
 
     ``residual_mlp``: the configuration of the training-step comparison
     (keys of :data:`DEFAULT_RESIDUAL_MLP`), ``True`` for that default, or
-    ``None``/``False`` to skip it.
+    ``None``/``False`` to skip it. ``small_shapes``: the activations of the
+    small forward + backward rows (empty to skip them), in each of ``dtypes``.
     """
     if residual_mlp is True:
         residual_mlp = DEFAULT_RESIDUAL_MLP
@@ -129,12 +139,15 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
 
                 rows.append(time_dropout(n, dtype_name, p, repeat,
                                          on_progress if progress else None))
+    small = [time_small_forward_backward(shape, d, p, repeat)
+             for d in dtypes for shape in small_shapes]
     masks = [time_keep_mask(n, p, repeat) for n in sizes]
     fused = [time_bias_dropout_add(n, getattr(torch, d), p, repeat)
              for d in dtypes for n in sizes]
     residual = time_residual_mlp(repeat=repeat, **residual_mlp) if residual_mlp else None
     return {
         "benchmark": "dropout forward/backward, dropkit vs torch vs torch.mul(x, s, out=y); "
+                     "forward+backward on small activations; "
                      "fused bias_dropout_add and ResidualDropPath vs their unfused spelling",
         "machine": {
             "platform": platform.platform(),
@@ -150,6 +163,7 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
         },
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
+        "small_forward_backward": small,
         "keep_mask": masks,
         "bias_dropout_add": fused,
         "residual_mlp": residual,
@@ -203,6 +217,21 @@ def render(result: dict) -> str:
                      + "   (torch: bernoulli_ on a bool tensor)")
     lines.append("'vs torch' = torch time / dropkit time; 'vs mul' = dropkit time / multiply "
                  "time; medians of per-repetition ratios.")
+    if result.get("small_forward_backward"):
+        small = result["small_forward_backward"]
+        lines.append("")
+        lines.append("forward+backward on small activations: y = dropout(x, p); y.backward(g), "
+                     "x requiring grad")
+        header, row = _table([("dtype", -9), ("shape", 7), ("dropkit us", 10), ("torch us", 9),
+                              ("vs torch", 9)])
+        lines += header
+        for r in small:
+            us = {name: 1e3 * ms for name, ms in r["median_ms"].items()}
+            lines.append(row([r["dtype"], "x".join(map(str, r["shape"])), f"{us['dropkit']:.1f}",
+                              f"{us['torch']:.1f}", f"{r['speedup_over_torch']:.2f}x"]))
+        lines.append(f"CPU time of the process per call, median of {small[0]['repeat']} "
+                     f"repetitions of {small[0]['number']} calls; 'vs torch' = torch time / "
+                     "dropkit time, median of per-repetition ratios.")
     if result.get("bias_dropout_add"):
         lines.append("")
         lines.append("bias_dropout_add: r + dropout(x + b), x of (n / 1024, 1024)")
@@ -237,14 +266,15 @@ def render(result: dict) -> str:
 
 def main(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int = 15,
          out: str | os.PathLike | None = None, quiet: bool = False,
-         residual_mlp: dict | bool | None = True) -> int:
+         residual_mlp: dict | bool | None = True,
+         small_shapes: Sequence[Sequence[int]] = DEFAULT_SMALL_SHAPES) -> int:
     """Run, print the measurements and write them as JSON.
 
     ``out``: a directory (``bench.json`` is written in it) or a ``.json`` path;
     ``None`` for :func:`default_out_dir`, ``""`` to write nothing.
     """
     result = run(sizes=sizes, dtypes=dtypes, p=p, repeat=repeat, quiet=quiet,
-                 residual_mlp=residual_mlp)
+                 residual_mlp=residual_mlp, small_shapes=small_shapes)
     print(render(result))
     if out != "":
         path = result_path(out)

@@ -3,6 +3,8 @@
 - :func:`time_dropout`: ``dropkit.functional.dropout`` against
   ``torch.nn.functional.dropout`` and the memory-bound ``torch.mul(x, s, out=y)``
   on a large flat tensor, forward, backward and forward + backward;
+- :func:`time_small_forward_backward`: forward + backward on the small
+  activations of an MLP (``(32, 64)``), where the cost is per call, not per element;
 - :func:`time_keep_mask`: the bool mask alone, against torch's ``bernoulli_``;
 - :func:`time_bias_dropout_add`: the fused op against its unfused spelling;
 - :func:`time_residual_mlp`: a training step with ``ResidualDropPath`` against ``DropPath``.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -125,6 +127,38 @@ def time_dropout(n: int, dtype_name: str, p: float, repeat: int,
         "torch": saved_bytes_per_element(lambda t: torch.nn.functional.dropout(t, p), x),
     }
     return row
+
+
+def time_small_forward_backward(shape: Sequence[int], dtype_name: str, p: float, repeat: int,
+                                number: int = 200) -> dict:
+    """``y = dropout(x, p); y.backward(g)`` with ``x`` of ``shape`` requiring grad, dropkit
+    against torch, in CPU time of the process.
+
+    At these sizes the kernels take a few microseconds and the rest of a call
+    is per-call overhead (argument checks, the seed, autograd), so each timing
+    is ``number`` calls in a row. CPU time rather than wall time: both run on
+    the calling thread alone, and time spent waiting for a core on a shared
+    machine is not theirs.
+    """
+    from dropkit.functional import dropout
+
+    dtype = getattr(torch, dtype_name)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(tuple(shape), generator=gen).to(dtype)
+    grad = torch.randn(tuple(shape), generator=gen).to(dtype)
+    leaves = {name: x.clone().requires_grad_() for name in ("dropkit", "torch")}
+    functions = {"dropkit": dropout, "torch": torch.nn.functional.dropout}
+
+    def forward_backward(name: str) -> Callable[[], None]:
+        fn, leaf = functions[name], leaves[name]
+        return lambda: fn(leaf, p, training=True).backward(grad)
+
+    times = interleave({name: forward_backward(name) for name in functions}, repeat,
+                       clock=time.process_time, number=number)
+    return {"dtype": dtype_name, "shape": list(shape), "numel": x.numel(), "p": p,
+            "repeat": repeat, "number": number, "clock": "process_time",
+            **summary_ms(times), "speedup_over_torch": median_ratio(times["torch"],
+                                                                     times["dropkit"])}
 
 
 def time_keep_mask(n: int, p: float, repeat: int) -> dict:
