@@ -56,22 +56,24 @@ if sys.byteorder != "little":  # pragma: no cover - every platform torch ships f
 # A chunk: the counters whose Philox words sit in the scratch at once.
 CHUNK_COUNTERS = 32
 CHUNK_ELEMENTS = 8 * CHUNK_COUNTERS
+# keep_mask's pass is too light to overlap with Philox: longer Philox loops win (4%).
+MASK_CHUNK_COUNTERS = 512
 # Work is handed to threads in whole blocks of this many elements (tests use it
 # to size an input that takes the parallel path).
 BLOCK_ELEMENTS = 4096
 
 
-def _chunks(n: int) -> int:
-    return (n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS
+def _chunks(n: int, chunk_counters: int = CHUNK_COUNTERS) -> int:
+    return -(-n // (8 * chunk_counters))
 
 
 @_inline
-def _chunk_lanes(c, n, key0, key1, offset, words):
+def _chunk_lanes(c, n, key0, key1, offset, words, chunk_counters=CHUNK_COUNTERS):
     """Chunk ``c``: its element range and its 16-bit lanes (a uint16 view of ``words``)."""
-    start = c * CHUNK_ELEMENTS
-    stop = min(start + CHUNK_ELEMENTS, n)
+    start = c * 8 * chunk_counters
+    stop = min(start + 8 * chunk_counters, n)
     counters = (stop - start + 7) // 8
-    philox_words_into(offset + np.uint64(c) * np.uint64(CHUNK_COUNTERS), counters, key0, key1,
+    philox_words_into(offset + np.uint64(c) * np.uint64(chunk_counters), counters, key0, key1,
                       words)
     return start, stop, words.view(np.uint16)
 
@@ -105,7 +107,7 @@ def _half_chunk(x, out, t, scale, key0, key1, offset, c, words, wide, f16):
 @_inline
 def _mask_chunk(out, t, key0, key1, offset, c, words):
     """out = 1 where kept (u >= t) else 0, uint8, on chunk c."""
-    start, stop, lanes = _chunk_lanes(c, out.size, key0, key1, offset, words)
+    start, stop, lanes = _chunk_lanes(c, out.size, key0, key1, offset, words, MASK_CHUNK_COUNTERS)
     outs = out[start:stop]
     for e in range(stop - start):
         outs[e] = np.uint8(np.int32(lanes[e]) >= t)
@@ -151,7 +153,7 @@ def _dropout_half(x, out, f16, t, scale, seed, offset, work):
 
 @_jit
 def _keep_mask_kernel(out, t, seed, offset, work):
-    words = np.empty(4 * CHUNK_COUNTERS, dtype=np.uint32)
+    words = np.empty(4 * MASK_CHUNK_COUNTERS, dtype=np.uint32)
     key0, key1 = key_words(seed)
     first, stop = claim(work)
     while first < stop:
@@ -300,8 +302,8 @@ def keep_mask(numel: int, t: int, seed: int, offset: int) -> torch.Tensor:
     """Flat bool tensor of ``numel`` elements, True where kept."""
     out = torch.empty(numel, dtype=torch.uint8)  # torch's own storage, not numpy's
     if numel:
-        run(_keep_mask_kernel, _chunks(numel), numel, out.numpy(), np.int32(t), np.uint64(seed),
-            np.uint64(offset))
+        run(_keep_mask_kernel, _chunks(numel, MASK_CHUNK_COUNTERS), numel, out.numpy(),
+            np.int32(t), np.uint64(seed), np.uint64(offset))
     return out.view(torch.bool)
 
 
