@@ -69,3 +69,10 @@ def test_the_cache_key_covers_files_that_exist():
     """A renamed source would silently drop out of the hash that keys the kernels' cache."""
     here = Path(philox_cpu.__file__).parent
     assert all((here / name).is_file() for name in philox_cpu._INLINED_SOURCES)
+
+
+def test_steering_the_workers_survives_workers_that_are_gone(monkeypatch):
+    """Steering is a hint: a worker id that no longer exists is skipped, not an error."""
+    monkeypatch.setattr(cpu_runtime, "_worker_ids", [*cpu_runtime._worker_ids, 2**22 + 12345])
+    monkeypatch.setattr(cpu_runtime, "_steered", (-1, 0))
+    cpu_runtime._steer_workers()

@@ -44,13 +44,16 @@ PARALLEL_MIN_ELEMENTS = 1 << 16
 _pool: ThreadPoolExecutor | None = None
 _pool_workers = 0
 _pool_lock = threading.Lock()
+_worker_ids: list[int] = []  # native thread ids of the pool's workers
+_steered = (-1, 0)  # (the caller's CPU, workers) when the workers were last steered off it
 
 
 def _reset_after_fork() -> None:
     """In a forked child the parent's worker threads do not exist and its locks
     may be held by a thread that is gone: start from nothing."""
-    global _pool, _pool_workers, _pool_lock
+    global _pool, _pool_workers, _pool_lock, _worker_ids, _steered
     _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+    _worker_ids, _steered = [], (-1, 0)
 
 
 if hasattr(os, "register_at_fork"):
@@ -68,11 +71,58 @@ def executor(workers: int) -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None or _pool_workers < workers:
             old = _pool
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dropkit")
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dropkit",
+                                       initializer=_register_worker)
             _pool_workers = workers
             if old is not None:
                 old.shutdown(wait=False)  # its running tasks finish; it takes no new ones
         return _pool
+
+
+def _register_worker() -> None:
+    _worker_ids.append(threading.get_native_id())
+
+
+def _load_sched_getcpu():
+    """libc's ``sched_getcpu`` where threads can be given an affinity (Linux), else None."""
+    if not (sys.platform.startswith("linux") and hasattr(os, "sched_setaffinity")):
+        return None
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+
+
+_sched_getcpu = _load_sched_getcpu()
+
+
+def _steer_workers() -> None:
+    """Keep dropkit's workers off the CPU the calling thread runs on.
+
+    Measured on a 2-vCPU VM (Linux 6.18): a woken worker was placed on its
+    waker's CPU and preempted it, so the two threads of a call ran one after
+    the other (1M float32 elements: 2 threads as slow as 1, pieces done
+    0/32 or 32/0).  An affinity without the caller's CPU makes the scheduler
+    wake the worker on another one; the calling thread's own affinity is not
+    touched.  Done again only when the caller's CPU or the workers change.
+    """
+    global _steered
+    if _sched_getcpu is None:
+        return
+    cpu = _sched_getcpu()
+    if (cpu, len(_worker_ids)) == _steered:
+        return
+    _steered = (cpu, len(_worker_ids))
+    others = os.sched_getaffinity(0) - {cpu}
+    if not others:
+        return
+    for worker in list(_worker_ids):
+        try:
+            os.sched_setaffinity(worker, others)
+        except OSError:  # a worker of a replaced pool that has exited, or not permitted
+            pass
 
 
 # The work array each thread's call of a kernel gets, int64: the next piece to
@@ -153,7 +203,9 @@ def run(kernel, units: int, numel: int, *args) -> None:
     per_piece = -(-units // (_PIECES_PER_THREAD * threads))
     pieces = -(-units // per_piece)
     work = np.array([0, 0, pieces, per_piece, units], dtype=np.int64)
-    futures = [executor(threads - 1).submit(kernel, *args, work) for _ in range(threads - 1)]
+    pool = executor(threads - 1)
+    _steer_workers()
+    futures = [pool.submit(kernel, *args, work) for _ in range(threads - 1)]
     try:
         kernel(*args, work)
     finally:
