@@ -69,15 +69,20 @@ def _item_lanes(item, rows, m, ids, step, tag, key0, key1, words, c0s, c1s):
     return r, 1, start, stop, 0, words.view(np.uint16)
 
 
+@_inline
+def _scratch():
+    """An item's Philox words, and the first two counter words of its short rows."""
+    counter_words = np.empty((2, BLOCK_COUNTERS), dtype=np.uint64)
+    return np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32), counter_words[0], counter_words[1]
+
+
 @_jit
 def _keyed_dropout_float(x, out, m, t, scale, seed, ids, step, tag, work):
     """out = where(u >= t, x * scale, +0.0) over the items claimed from ``work``; float32/64.
 
     ``x`` and ``out`` are the flat (N * m) arrays.
     """
-    words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
-    c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
-    c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
+    words, c0s, c1s = _scratch()
     key0, key1 = key_words(seed)
     zero = np.zeros(1, out.dtype)[0]  # +0.0 of out's type (a literal would be float64)
     rows = x.size // m
@@ -103,9 +108,7 @@ def _keyed_dropout_float(x, out, m, t, scale, seed, ids, step, tag, work):
 @_jit
 def _keyed_mask(out, m, t, seed, ids, step, tag, work):
     """out = 1 where kept (u >= t) else 0, uint8, over the items claimed from ``work``."""
-    words = np.empty(4 * BLOCK_COUNTERS, dtype=np.uint32)
-    c0s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
-    c1s = np.empty(BLOCK_COUNTERS, dtype=np.uint64)
+    words, c0s, c1s = _scratch()
     key0, key1 = key_words(seed)
     rows = out.size // m
     first, stop = claim(work)
