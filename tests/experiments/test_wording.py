@@ -115,7 +115,7 @@ def test_recurrent_one_seed_says_the_difference_not_a_verdict():
         for v, a in (("none", 0.85), ("naive", 0.715), ("locked", 0.85))
     ]
     (text,) = recurrent_reading(records)
-    assert "1 epoch," in text and "1 seed." in text
+    assert "1 seed, 1 epoch." in text
     assert "-13.5 points against none" in text
     assert "no estimate of the seed-to-seed noise" in text
     assert "Not clearly worse" not in text
