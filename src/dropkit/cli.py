@@ -161,10 +161,11 @@ def _add_run_parser(sub: argparse._SubParsersAction) -> None:
         help=f"which experiment (default: {registry.DEFAULT_EXPERIMENT})",
     )
     # A common option whose default differs between experiments shows "per experiment".
+    defaults = [options.defaults(e.options) for e in experiments.values()]
     varies = {
         name: "per experiment"
         for name in options.common_names()
-        if len({repr(options.defaults(e.options)[name]) for e in experiments.values()}) > 1
+        if len({repr(d[name]) for d in defaults}) > 1
     }
     _run_options(p, experiments, shown=varies)
 
@@ -193,7 +194,7 @@ def _run_options(p: argparse.ArgumentParser, experiments: dict,
         # The parser holds each flag once: an option two experiments share (they
         # mean the same thing) is declared by the first; each run checks its own.
         own = [f.name for f in options.own_fields(exp.options)
-               if "--" + f.name.replace("_", "-") not in p._option_string_actions]
+               if f.flag not in p._option_string_actions]
         if own:
             group = p.add_argument_group(f"options of {name}")
             options.add_arguments(group, exp.options, names=own, shown=shown)

@@ -132,8 +132,8 @@ def test_droppath_reading_grammar(case):
     for seed in range(rng.choice([1, 2])):
         records.append(
             {"schedule": "none", "p": 0.0, "depth": depth, "epochs": epochs, "seed": seed,
-             "patience": patience, "test_acc": 0.6, "train_acc": 0.7, "loss_ratio": 0.4 if base_converges else 0.8,
-             "converged": base_converges}
+             "patience": patience, "test_acc": 0.6, "train_acc": 0.7,
+             "loss_ratio": 0.4 if base_converges else 0.8, "converged": base_converges}
         )
         for schedule in ("linear", "uniform"):
             for rate in rng.sample([0.1, 0.5, 0.9], rng.choice([1, 3])):
@@ -142,7 +142,8 @@ def test_droppath_reading_grammar(case):
                     {"schedule": schedule, "p": rate, "depth": depth, "epochs": epochs,
                      "seed": seed, "patience": patience,
                      "test_acc": _acc(rng, 0.6 - rate / 3),
-                     "train_acc": rng.choice([0.7, _acc(rng, 0.5)]), "loss_ratio": 0.4 if ok else 0.8, "converged": ok}
+                     "train_acc": rng.choice([0.7, _acc(rng, 0.5)]),
+                     "loss_ratio": 0.4 if ok else 0.8, "converged": ok}
                 )
     text = droppath_reading(records)
     assert_grammar(text)

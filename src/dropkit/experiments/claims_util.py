@@ -9,23 +9,8 @@ from typing import Any
 
 from dropkit.experiments import plan
 from dropkit.experiments.options import option
-from dropkit.experiments.plan import as_list, model_settings
+from dropkit.experiments.plan import model_settings
 from dropkit.experiments.train import RunSpec
-
-
-def choices(value: Any, allowed: Sequence[str], what: str) -> list[str]:
-    """``value`` (a list or a comma-separated string) checked against ``allowed``.
-
-    Raises ``ValueError`` naming the bad value and listing the choices (the
-    runner turns it into a command-line error).
-    """
-    items = [str(v) for v in as_list(value)]
-    if not items:
-        raise ValueError(f"Give at least one {what}. Choose from: {', '.join(allowed)}.")
-    for item in items:
-        if item not in allowed:
-            raise ValueError(f"Unknown {what} {item!r}. Choose one of: {', '.join(allowed)}.")
-    return items
 
 
 def variant_runs(config: dict[str, Any], models: Sequence[str],
@@ -49,24 +34,6 @@ def variant_runs(config: dict[str, Any], models: Sequence[str],
                         )
                     )
     return specs
-
-
-def floats(value: Any, what: str, lo: float = 0.0, hi: float = 1.0) -> list[float]:
-    """A list of floats in ``[lo, hi)`` from a list or a comma-separated string."""
-    out = []
-    for v in as_list(value):
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            raise ValueError(f"Invalid value for {what}: {v!r} is not a number.") from None
-        if math.isnan(f) or not lo <= f < hi:
-            raise ValueError(
-                f"Invalid value for {what}: expected {lo:g} <= x < {hi:g}. Received: {f:g}"
-            )
-        out.append(f)
-    if not out:
-        raise ValueError(f"Give at least one value for {what}.")
-    return out
 
 
 def first_reaching(history: dict[str, list], field: str, target: float) -> int | None:

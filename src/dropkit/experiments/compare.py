@@ -211,16 +211,14 @@ class Compare(Experiment):
         return width * (1.0 + 4.0 * spec.p)
 
     def figures(self, records, config, out_dir):
-        images: list[Path] = []
-        images.append(
+        return [
             plot_bars(
                 records,
                 Path(out_dir) / self.plot_name,
                 "Accuracy at the best validation epoch (mean ± std over seeds); "
                 "train minus validation is the gap the readings call overfitting",
             )
-        )
-        return images
+        ]
 
     def reading(self, records, config):
         return compare_reading(records)

@@ -173,7 +173,6 @@ class Convergence(Experiment):
         train = _training(records)
         if not train:
             return []
-        images: list[Path] = []
         plt = pyplot()
         target = float(config["target_accuracy"])
         fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(12, 4.4))
@@ -198,8 +197,7 @@ class Convergence(Experiment):
             ax.legend(fontsize=8, loc="lower right")
         ax_e.set_title(f"Test accuracy against epochs (target {target:g}: dotted)")
         ax_s.set_title("... and against wall-clock seconds (dots: mean time to target)")
-        images.append(save(fig, out_dir / self.plot_name))
-        return images
+        return [save(fig, out_dir / self.plot_name)]
 
     def reading(self, records, config):
         return convergence_reading(records, float(config["target_accuracy"]))

@@ -60,7 +60,6 @@ class DataSize(Experiment):
     def figures(self, records, config, out_dir):
         from dropkit.experiments.plots import errorbar_lines, pyplot, save
 
-        images: list[Path] = []
         plt = pyplot()
         fig, (ax, ax_gain) = plt.subplots(1, 2, figsize=(11, 4.2))
         errorbar_lines(
@@ -96,7 +95,7 @@ class DataSize(Experiment):
             a.minorticks_off()
             a.grid(alpha=0.3)
             a.legend(fontsize=8)
-        return [*images, save(fig, Path(out_dir) / self.plot_name)]
+        return [save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         gains = gain_rows(records)

@@ -162,7 +162,6 @@ class DropPathDepth(Experiment):
         from dropkit.experiments.plots import pyplot, save
 
         out_dir = Path(out_dir)
-        images: list[Path] = []
         plt = pyplot()
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
         base = [r for r in records if r["schedule"] == "none"]
@@ -237,8 +236,7 @@ class DropPathDepth(Experiment):
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        images.append(save(fig, out_dir / self.plot_name))
-        return images
+        return [save(fig, out_dir / self.plot_name)]
 
     def reading(self, records, config):
         return droppath_reading(records)

@@ -120,7 +120,6 @@ class MCAveraging(Experiment):
     def figures(self, records, config, out_dir):
         from dropkit.experiments.plots import pyplot, save
 
-        images: list[Path] = []
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(7, 4.4))
         cmap = plt.get_cmap("tab10")
@@ -153,7 +152,7 @@ class MCAveraging(Experiment):
         ax.set_title("Monte-Carlo averaging vs the weight-scaling rule (mean ± std over seeds)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
-        return [*images, save(fig, Path(out_dir) / self.plot_name)]
+        return [save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         paragraphs = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -124,11 +125,13 @@ def _kind(annotation: Any) -> tuple[type, bool, bool]:
     return annotation, False, optional
 
 
-def fields(options: type) -> list[Field]:
+@functools.cache
+def fields(options: type) -> tuple[Field, ...]:
     """The options of a dataclass, in declaration order (common ones first).
 
     A field redeclared by a subclass to change its default keeps the metadata of
-    its first declaration.
+    its first declaration. Cached: a class's fields do not change, and the command
+    line asks for them many times while it is built.
     """
     hints = typing.get_type_hints(options)
     declared: dict[str, Declared] = {}
@@ -142,7 +145,7 @@ def fields(options: type) -> list[Field]:
             raise TypeError(f"{options.__qualname__}.{f.name} is not declared with option()")
         item, is_list, optional = _kind(hints[f.name])
         out.append(Field(f.name, f.default, declared[f.name], item, is_list, optional))
-    return out
+    return tuple(out)
 
 
 def defaults(options: type) -> dict[str, Any]:
@@ -286,13 +289,15 @@ def _metavar(f: Field) -> str:
 
 
 # ---------------------------------------------------------- common options
+def _module(name: str) -> Any:
+    """A sibling module, imported when first needed (the registries import heavy things)."""
+    import importlib
+
+    return importlib.import_module(f"dropkit.experiments.{name}")
+
+
 def _names(module: str) -> Callable[[], list[str]]:
-    def names() -> list[str]:
-        import importlib
-
-        return importlib.import_module(f"dropkit.experiments.{module}").names()
-
-    return names
+    return lambda: _module(module).names()
 
 
 def _seeds(text: str) -> list[int]:
@@ -325,7 +330,8 @@ class CommonOptions:
         aliases=("--model",), many=True, metavar="MODEL",
     )
     regularizers: tuple[str, ...] = option(
-        ("none", "dropout"), "one or more regularizers", aliases=("--regularizer",),
+        ("none", "dropout"), lambda: "one or more of " + ", ".join(_names("regularizers")()),
+        aliases=("--regularizer",),
         many=True, choices=_names("regularizers"), what="regularizer", metavar="REG",
     )
     p: tuple[float, ...] | None = option(
@@ -363,7 +369,7 @@ class CommonOptions:
         check=positive, none_means="this machine's cores",
     )
     backend: str = option("local", "local (this machine) or ray (Ray tasks; needs dropkit[ray])",
-                          choices=("local", "ray"), what="backend")
+                          choices=lambda: _module("backends").BACKENDS, what="backend")
     ray_address: str | None = option(
         None, "the Ray cluster for --backend ray, e.g. auto or ray://head:10001",
         metavar="ADDR", none_means="start a local Ray",

@@ -93,7 +93,6 @@ class Recurrent(Experiment):
 
         out_dir = Path(out_dir)
 
-        images: list[Path] = []
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(8, 4.2))
         by_variant = group(records, ("variant", "p"))
@@ -119,7 +118,7 @@ class Recurrent(Experiment):
             fontsize=10,
         )
         ax.legend(fontsize=8, loc="lower right")
-        return [*images, save(fig, out_dir / self.plot_name)]
+        return [save(fig, out_dir / self.plot_name)]
 
     def reading(self, records, config):
         return recurrent_reading(records)

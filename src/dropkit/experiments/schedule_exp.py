@@ -225,7 +225,6 @@ class Schedule(Experiment):
         from dropkit.experiments.plots import pyplot, save, suptitle
 
         out_dir = Path(out_dir)
-        images: list[Path] = []
         plt = pyplot()
         panels = group(records, ("dataset", "model"))
         fig, axes = plt.subplots(
@@ -265,8 +264,7 @@ class Schedule(Experiment):
             "Training loss and the scheduled rate over training "
             "(mean over the seeds still training)",
         )
-        images.append(save(fig, out_dir / self.plot_name))
-        return images
+        return [save(fig, out_dir / self.plot_name)]
 
     def reading(self, records, config):
         return schedule_reading(records)

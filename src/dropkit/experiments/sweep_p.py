@@ -41,7 +41,6 @@ class SweepP(Experiment):
         from dropkit.experiments.plots import errorbar_lines, pyplot, save
 
         # ten p values: curves coloured by p with a colorbar, not a ten-entry legend
-        images: list[Path] = []
         plt = pyplot()
         fig, (ax_acc, ax_gap) = plt.subplots(1, 2, figsize=(11, 4.2))
         for (_dataset, model, reg), runs in group(
@@ -77,7 +76,7 @@ class SweepP(Experiment):
         for ax in (ax_acc, ax_gap):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-        return [*images, save(fig, Path(out_dir) / self.plot_name)]
+        return [save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         return sweep_reading(records)

@@ -207,7 +207,6 @@ class Uncertainty(Experiment):
     def figures(self, records, config, out_dir):
         from dropkit.experiments.plots import pyplot, save, suptitle
 
-        images: list[Path] = []
         plt = pyplot()
         groups = group(records, ("model", "regularizer", "p"))
         fig, axes = plt.subplots(
@@ -251,7 +250,7 @@ class Uncertainty(Experiment):
             hist.grid(alpha=0.3)
             hist.legend(fontsize=8, loc="upper left")
         suptitle(fig, "Reliability diagram: below the diagonal = overconfident")
-        return [*images, save(fig, Path(out_dir) / self.plot_name)]
+        return [save(fig, Path(out_dir) / self.plot_name)]
 
     def reading(self, records, config):
         paragraphs = []
