@@ -223,13 +223,13 @@ class DropPathDepth(Experiment):
             color="k",
             ls=":",
             lw=1,
-            label=f"criterion: final/start ≤ {CONVERGED_LOSS_RATIO:g}",
+            label=f"criterion: loss/start ≤ {CONVERGED_LOSS_RATIO:g}",
         )
         depth = records[0]["depth"] if records else "?"
         ax_acc.set_title(f"resmlp, {depth} blocks: accuracy against max DropPath rate")
         ax_acc.set_xlabel("max DropPath rate")
         ax_acc.set_ylabel("accuracy (eval mode, best validation epoch)")
-        ax_loss.set_title("Final train loss / its starting value")
+        ax_loss.set_title("Train loss at the best validation epoch / its starting value")
         ax_loss.set_xlabel("max DropPath rate")
         ax_loss.set_ylabel("loss ratio (lower = learned more)")
         ax_loss.set_ylim(bottom=0)
