@@ -195,7 +195,7 @@ class Convergence(Experiment):
             ax.set_ylabel("validation accuracy (mean over seeds)")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="lower right")
-        ax_e.set_title(f"Test accuracy against epochs (target {target:g}: dotted)")
+        ax_e.set_title(f"Validation accuracy against epochs (target {target:g}: dotted)")
         ax_s.set_title("... and against wall-clock seconds (dots: mean time to target)")
         return [save(fig, out_dir / self.plot_name)]
 
