@@ -84,6 +84,22 @@ def test_in_place_keeps_storage_and_equals_out_of_place(dtype):
     assert_same_bits(t, engine.dropout(x.t(), 0.5, 2.0, seed=5))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_large_in_place_equals_out_of_place_on_every_thread_count(dtype):
+    # in place, the float kernels run their own one-array loop
+    x = _input(2**20 + 3, dtype)
+    expected = reference.dropout_reference(x, 0.3, 1 / 0.7, 2**63 + 1, 77)
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            y = x.clone()
+            engine.dropout_(y, 0.3, 1 / 0.7, seed=2**63 + 1, offset=77)
+            assert_same_bits(y, expected)
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_result_does_not_depend_on_thread_count():
     x = _input(2**20 + 3, torch.float32)
     before = numba.get_num_threads()
