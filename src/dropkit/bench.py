@@ -9,9 +9,13 @@ by side mean anything):
 - ``mul``: ``torch.mul(x, s, out=y)``, the memory-bound reference (one read,
   one write, nothing random, no allocation);
 
-for the forward pass, the backward pass alone (``torch.autograd.grad`` on a
-graph kept with ``retain_graph``) and forward + backward.  The reference for
-the backward is one multiply, for forward + backward two.  Ratios are the
+for the forward pass, the forward pass in place, the backward pass alone
+(``torch.autograd.grad`` on a graph kept with ``retain_graph``) and forward +
+backward.  The forward allocates its output, as ``F.dropout`` does; on a large
+tensor the fresh pages cost more than the kernel (the multiply, into an
+existing ``y``, pays none), so the in-place forward (``inplace=True``, against
+``x.mul_(s)``) is the one that compares the kernel with a memory pass.  The
+reference for the backward is one multiply, for forward + backward two.  Ratios are the
 median over repetitions of the per-repetition ratio.  It also measures the
 bytes autograd keeps for backward per input element, with
 ``torch.autograd.graph.saved_tensors_hooks``.
@@ -216,7 +220,8 @@ def render(result: dict) -> str:
                           f"{mask['speedup_over_torch']:.1f}x", ""]).rstrip()
                      + "   (torch: bernoulli_ on a bool tensor)")
     lines.append("'vs torch' = torch time / dropkit time; 'vs mul' = dropkit time / multiply "
-                 "time; medians of per-repetition ratios.")
+                 "time; medians of per-repetition ratios. mul: torch.mul(x, s, out=y), in place "
+                 "x.mul_(s); 'forward' allocates its output, 'forward in place' does not.")
     if result.get("small_forward_backward"):
         small = result["small_forward_backward"]
         lines.append("")

@@ -29,7 +29,10 @@ from dropkit.bench_timing import (
 )
 
 CONTENDERS = ("dropkit", "torch", "mul")
-PHASES = ("forward", "backward", "forward+backward")
+# "forward" allocates its output, as F.dropout does; "forward in place" writes
+# into its input (inplace=True), as the multiply writes into an existing tensor:
+# the fair test of the kernel against a memory pass.
+PHASES = ("forward", "forward in place", "backward", "forward+backward")
 FUSED_WIDTH = 1024  # the bias_dropout_add rows use x of (n / 1024, 1024) and a (1024,) bias
 
 
@@ -37,6 +40,9 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
                      out: torch.Tensor) -> dict[str, Callable[[], object]]:
     """The three timed callables of one contender."""
     scale = 1.0 / (1.0 - p)
+    # a copy of x for the in-place phase, which scales it a little more on
+    # every call (2**16 after 16 calls at p = 0.5: far from overflow)
+    own = x.clone()
     if name == "mul":
         def once():
             return torch.mul(x, scale, out=out)
@@ -45,7 +51,11 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
             torch.mul(x, scale, out=out)
             return torch.mul(grad, scale, out=out)
 
-        return {"forward": once, "backward": once, "forward+backward": twice}
+        def in_place():
+            return own.mul_(scale)
+
+        return {"forward": once, "forward in place": in_place, "backward": once,
+                "forward+backward": twice}
 
     if name.startswith("dropkit"):
         from dropkit.functional import dropout as fn
@@ -58,6 +68,10 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
         with torch.no_grad():
             return fn(x, p, training=True)
 
+    def forward_in_place():
+        with torch.no_grad():
+            return fn(own, p, training=True, inplace=True)
+
     def backward():
         if "y" not in kept:  # one graph, kept alive across repetitions
             kept["y"] = fn(leaf, p, training=True)
@@ -67,7 +81,8 @@ def _phase_functions(name: str, x: torch.Tensor, grad: torch.Tensor, p: float,
         y = fn(leaf, p, training=True)
         return torch.autograd.grad(y, leaf, grad)
 
-    return {"forward": forward, "backward": backward, "forward+backward": forward_backward}
+    return {"forward": forward, "forward in place": forward_in_place, "backward": backward,
+            "forward+backward": forward_backward}
 
 
 def _timed(fn: Callable[[], object]) -> float:
