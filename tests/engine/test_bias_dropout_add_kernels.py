@@ -45,6 +45,8 @@ def _inputs(shape, dtype, bias_shape, seed=0):
 @pytest.mark.parametrize("shape,bias_shape", [
     ((1,), (1,)), ((3, 5), (5,)), ((9, 77), None), ((4, 3, 1000), (1000,)),
     ((4, 3, 100), (3, 100)), ((2, 3, 4, 5), (3, 1, 1)), ((5, 7), (1, 7)),
+    # short periods, repeated to a longer one before the kernel
+    ((4, 3, 1000), (1,)), ((6, 500), (1, 1)), ((40, 3), (3,)),
 ])
 def test_cpu_kernel_equals_reference(dtype, shape, bias_shape):
     x, bias, residual = _inputs(shape, dtype, bias_shape)

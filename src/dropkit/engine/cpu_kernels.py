@@ -47,7 +47,13 @@ from dropkit.engine.cpu_runtime import PARALLEL_MIN_ELEMENTS as PARALLEL_MIN_ELE
 from dropkit.engine.cpu_runtime import claim, finished, run
 from dropkit.engine.cpu_runtime import empty_like as empty_like
 from dropkit.engine.cpu_runtime import num_threads as num_threads
-from dropkit.engine.half_precision import round_pass, widen_pass
+from dropkit.engine.half_precision import (
+    bf16_bits,
+    bf16_rounded,
+    bf16_value,
+    round_pass,
+    widen_pass,
+)
 from dropkit.engine.philox_cpu import inline as _inline
 from dropkit.engine.philox_cpu import kernel as _jit
 from dropkit.engine.philox_cpu import key_words, philox_words_into
@@ -102,13 +108,27 @@ def _float_chunk(x, out, in_place, t, scale, zero, key0, key1, offset, c, words)
 
 
 @_inline
-def _half_chunk(x, out, t, scale, key0, key1, offset, c, words, wide, f16):
+def _half_chunk(x, out, in_place, t, scale, key0, key1, offset, c, words, wide, f16):
     """The 16-bit chunk on its bit patterns (float16 if ``f16`` else bfloat16), math in float32.
 
     A dropped element is +0.0 before rounding, and both roundings keep +0.0.
+    bfloat16 converts per element in one loop (one array when ``in_place``, as
+    in ``_float_chunk``); float16 in passes over the chunk.
     """
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
     m = stop - start
+    if not f16:
+        xs = x[start:stop]
+        if in_place:
+            for e in range(m):
+                xs[e] = bf16_bits(bf16_value(xs[e]) * scale if np.int32(lanes[e]) >= t
+                                  else np.float32(0))
+            return
+        outs = out[start:stop]
+        for e in range(m):
+            outs[e] = bf16_bits(bf16_value(xs[e]) * scale if np.int32(lanes[e]) >= t
+                                else np.float32(0))
+        return
     values = wide.view(np.float32)
     widen_pass(x[start:stop], wide, m, f16)
     for e in range(m):
@@ -156,10 +176,11 @@ def _dropout_float(x, out, t, scale, seed, offset, work):
 def _dropout_half(x, out, f16, t, scale, seed, offset, work):
     words, wide = _scratch()
     key0, key1 = key_words(seed)
+    in_place = x.ctypes.data == out.ctypes.data  # dropkit's x and out: the same or disjoint
     first, stop = claim(work)
     while first < stop:
         for c in range(first, stop):
-            _half_chunk(x, out, t, scale, key0, key1, offset, c, words, wide, f16)
+            _half_chunk(x, out, in_place, t, scale, key0, key1, offset, c, words, wide, f16)
         finished(work)
         first, stop = claim(work)
 
@@ -227,6 +248,36 @@ def _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, zero, key0, key
 
 
 @_inline
+def _bda_bf16_chunk(xs, rs, outs, bias, has_bias, t, scale, lanes, start, m):
+    """The fused bfloat16 chunk, one loop per bias period, rounded where the passes round.
+
+    h = bf16(x + bias); d = bf16(h * scale) or +0 where dropped; out = bf16(r + d).
+    """
+    if not has_bias:
+        for i in range(m):
+            d = bf16_rounded(bf16_value(xs[i]) * scale) if np.int32(lanes[i]) >= t \
+                else np.float32(0)
+            outs[i] = bf16_bits(bf16_value(rs[i]) + d)
+        return
+    period = bias.size
+    j = start % period
+    e = 0
+    while e < m:  # runs of one bias period: slices, so that LLVM vectorises the loop
+        run = min(m - e, period - j)
+        xr = xs[e:e + run]
+        rr = rs[e:e + run]
+        outr = outs[e:e + run]
+        lr = lanes[e:e + run]
+        br = bias[j:j + run]
+        for k in range(run):
+            h = bf16_rounded(bf16_value(xr[k]) + br[k])
+            d = bf16_rounded(h * scale) if np.int32(lr[k]) >= t else np.float32(0)
+            outr[k] = bf16_bits(bf16_value(rr[k]) + d)
+        e += run
+        j = 0
+
+
+@_inline
 def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offset, c, words,
                     wide_a, wide_b, f16):
     """The fused 16-bit chunk on bit patterns (float16 if ``f16`` else bfloat16).
@@ -238,6 +289,9 @@ def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offs
     m = stop - start
     rs = residual[start:stop]
     outs = out[start:stop]
+    if not f16:
+        _bda_bf16_chunk(x[start:stop], rs, outs, bias, has_bias, t, scale, lanes, start, m)
+        return
     av = wide_a.view(np.float32)
     bv = wide_b.view(np.float32)
     widen_pass(x[start:stop], wide_a, m, f16)
