@@ -95,3 +95,22 @@ def test_functorch_transforms_still_get_torchs_error():
     x = torch.randn(4, 8)
     with pytest.raises(RuntimeError, match="setup_context"):
         torch.func.grad(lambda t: F.dropout(t, 0.5, seed=1).sum())(x)
+
+
+def test_importing_dropkit_does_not_import_torch_dynamo():
+    # torch.compiler.disable applied at import would pull torch._dynamo in (~1.7 s)
+    import subprocess
+
+    code = "import sys, dropkit; sys.exit('torch._dynamo' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_keyed_masks_without_torch_compile_do_not_import_torch_dynamo():
+    import subprocess
+
+    code = ("import sys, torch, dropkit as dk\n"
+            "with dk.mask_keys(seed=1, step=0, sample_ids=torch.arange(4)):\n"
+            "    x = torch.randn(4, 8, requires_grad=True)\n"
+            "    dk.functional.dropout(x, 0.5).sum().backward()\n"
+            "sys.exit('torch._dynamo' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

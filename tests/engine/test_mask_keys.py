@@ -306,3 +306,74 @@ def test_bias_dropout_add_is_keyed_inside_the_context():
     with dk.mask_keys(seed=3, step=0, sample_ids=ids):
         seq = residual + dk.dropout(x + bias, 0.5)
     assert torch.equal(seq, full)
+
+
+@pytest.mark.parametrize("compiled_outside_first", [False, True])
+def test_inside_torch_compile_keyed_calls_run_eagerly_with_the_eager_masks(
+        compiled_outside_first):
+    # each keyed call is a graph break; the frame runs again eagerly and takes
+    # the keys there (before this, dynamo traced into the Numba kernels and failed)
+    def body(x):
+        return F.dropout(x, 0.3) * 2 + F.drop_path(x, 0.5) + F.dropout(x, 0.6)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(body, backend="eager")
+    x = torch.randn(8, 16, requires_grad=True)
+    if compiled_outside_first:
+        compiled(x)
+    outputs, grads = [], []
+    for fn in (compiled, body):
+        with dk.mask_keys(seed=3, step=1, sample_ids=torch.arange(8)):
+            y = fn(x)
+        y.sum().backward()
+        outputs.append(y.detach())
+        grads.append(x.grad)
+        x.grad = None
+    assert torch.equal(outputs[0], outputs[1]) and torch.equal(grads[0], grads[1])
+    with dk.mask_keys(seed=4, step=1, sample_ids=torch.arange(8)):
+        assert not torch.equal(body(x), outputs[1])  # the keys decide the masks
+
+
+def test_fullgraph_compile_refuses_keyed_calls_with_the_reason():
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: F.dropout(x, 0.3), backend="eager", fullgraph=True)
+    with dk.mask_keys(seed=3, step=0, sample_ids=torch.arange(4)):
+        with pytest.raises(Exception, match="graph break each"):
+            compiled(torch.randn(4, 8))
+
+
+def _row_wise(t):
+    return torch.tanh(1.5 * t) - 0.25 * t  # element-wise: a row is computed alike in any batch
+
+
+@pytest.mark.parametrize("p", [0.3, 0.7])
+def test_residual_drop_path_is_keyed_and_equals_drop_path(p):
+    x = torch.randn(12, 5, 7)
+    ids = torch.arange(100, 112)
+    with dk.mask_keys(seed=5, step=2, sample_ids=ids):
+        fused = F.residual_drop_path(x, _row_wise, p)
+        second = F.residual_drop_path(x, _row_wise, p)  # the next call index: other decisions
+    with dk.mask_keys(seed=5, step=2, sample_ids=ids):
+        unfused = x + F.drop_path(_row_wise(x), p)
+    assert torch.equal(fused, unfused)
+    assert not torch.equal(fused, second)
+    # a sample's decision is its own, whatever the other samples of the batch
+    part = [3, 8, 10]
+    with dk.mask_keys(seed=5, step=2, sample_ids=ids[part]):
+        alone = F.residual_drop_path(x[part], _row_wise, p)
+    assert torch.equal(alone, fused[part])
+
+
+def test_mc_consistent_takes_a_model_with_residual_drop_path():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16),
+                          dk.ResidualDropPath(nn.Sequential(nn.Tanh(), nn.Linear(16, 16)), 0.5),
+                          nn.Linear(16, 3))
+    x = torch.randn(7, 6)
+    whole = dk.mc.predict(model, x, samples=8, consistent=True, seed=3, return_samples=True)
+    chunked = dk.mc.predict(model, x, samples=8, consistent=True, seed=3, batch_size=3,
+                            return_samples=True)
+    torch.testing.assert_close(chunked.samples, whole.samples, rtol=1e-6, atol=1e-7)
+    # the block is kept for some MC samples and skipped for others
+    spread = whole.samples.std(dim=0)
+    assert bool((spread > 0).all())

@@ -18,7 +18,9 @@ autograd worker recomputing a checkpoint) sees only the keys it entered.
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +58,41 @@ class _State:
 
 
 _local = threading.local()
+
+
+def _never_traced(fn):
+    """``fn``, which torch.compile runs eagerly instead of tracing it (``torch.compiler.disable``).
+
+    Keyed masks are made eagerly: traced, the Numba kernels' numpy arguments
+    would become tensors. The disabled function is made only once torch._dynamo
+    is loaded (nothing can trace before): making it at import would import
+    torch._dynamo with dropkit (measured: ``import dropkit`` 0.06 -> 1.8 s).
+    """
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        disabled = _DISABLED.get(fn)
+        if disabled is None:
+            if "torch._dynamo" not in sys.modules:
+                return fn(*args, **kwargs)
+            disabled = _DISABLED[fn] = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    _NEVER_TRACED.append(fn)
+    return call
+
+
+_NEVER_TRACED: list[Callable] = []
+_DISABLED: dict[Callable, Callable] = {}
+
+
+def _prepare_never_traced() -> None:
+    """Make every disabled function now (on entering ``mask_keys``, which runs eagerly), so
+    that torch.compile finds them made rather than tracing their making."""
+    if "torch._dynamo" not in sys.modules:
+        return
+    for fn in _NEVER_TRACED:
+        if fn not in _DISABLED:
+            _DISABLED[fn] = torch.compiler.disable(fn)
 
 
 def _stack() -> list[_State]:
@@ -153,6 +190,7 @@ class mask_keys:  # noqa: N801 - a context manager used like torch.no_grad
         self._entered: list[_State] = []
 
     def __enter__(self) -> mask_keys:
+        _prepare_never_traced()
         state = _State(self.seed, self.step, self.sample_ids, self.shared_id)
         _stack().append(state)
         self._entered.append(state)
@@ -216,9 +254,13 @@ def take(batch: int | None, fn: str, shared_reason: str = "") -> Keys | None:
     if state is None:
         return None
     if torch.compiler.is_compiling():
+        # Under torch.compile this is a graph break: the frame is run again
+        # eagerly, where it takes the keys, and the functions that make keyed
+        # masks are never traced (torch.compiler.disable). Only fullgraph=True,
+        # which allows no graph break, shows this message.
         raise RuntimeError(
-            f"{fn}(): keyed masks (dk.mask_keys) run in eager mode only; call the model "
-            "outside torch.compile, or compile it without mask_keys.")
+            f"{fn}(): keyed masks (dk.mask_keys) are made eagerly, a graph break each; "
+            "compile without fullgraph=True, or call the model outside torch.compile.")
     if torch._C._current_graph_task_id() != -1 and not state.recompute:
         raise RuntimeError(
             f"{fn}() drew a keyed mask during backward (an activation-checkpoint recompute?). "
@@ -276,6 +318,7 @@ def _split(shape, batch_dim: int | None) -> tuple[int, list[int]]:
     return shape[batch_dim], shape[:batch_dim] + shape[batch_dim + 1:]
 
 
+@_never_traced
 def keyed_keep_mask(shape, batch_dim: int | None, p: float, keys: Keys,
                     device=None) -> torch.Tensor:
     """Bool tensor of ``shape``, True where kept; row ``n`` of ``batch_dim`` keyed by ``ids[n]``.
@@ -302,6 +345,7 @@ def keyed_keep_mask(shape, batch_dim: int | None, p: float, keys: Keys,
     return keep.reshape(list(shape)) if batch_dim is None else keep.movedim(0, batch_dim)
 
 
+@_never_traced
 def _keyed_dropout_values(x: torch.Tensor, p: float, scale: float, keys: Keys,
                           batch_dim: int | None) -> torch.Tensor:
     """``where(keep, x * scale, 0)`` with the keyed mask, laid out as ``op.output_like(x)``."""
@@ -349,6 +393,7 @@ class _Regenerated(torch.autograd.Function):
         return ctx.linear(grad), None, None
 
 
+@_never_traced
 def regenerated(x: torch.Tensor, linear: Callable[[torch.Tensor], torch.Tensor],
                 affine: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Differentiable ``affine(linear(x))`` for a mask-linear ``linear``; nothing saved."""
@@ -364,6 +409,7 @@ def keyed_dropout(x: torch.Tensor, p: float, scale: float, keys: Keys,
     return regenerated(x, lambda t: _keyed_dropout_values(t, p, scale, keys, batch_dim))
 
 
+@_never_traced
 def keyed_uniform(shape, batch_dim: int, keys: Keys, device=None) -> torch.Tensor:
     """float64 uniforms in (0, 1), one Philox word per element, keyed per row (the spec's)."""
     return keyed_reference.keyed_uniform_reference(shape, batch_dim, keys.seed, keys.step,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from dropkit import engine
 from dropkit.engine import keyed
 from dropkit.functional._checks import (
+    _call_keys,
     _check_input,
     _check_mode,
     _check_p,
@@ -126,7 +127,8 @@ def residual_drop_path(
     ``x + drop_path(branch(x), p)`` bit for bit when the branch treats rows
     independently and computes a row the same way in any batch (element-wise
     ops, LayerNorm, Linear on this machine's BLAS). Eval mode and ``p=0`` give
-    ``x + branch(x)``, drawing nothing.
+    ``x + branch(x)``, drawing nothing. Inside :class:`dropkit.mask_keys` the
+    decisions are keyed by sample exactly as :func:`drop_path`'s are.
 
     Precondition: ``branch`` treats the samples (dim 0) independently. A
     BatchNorm in training mode mixes them (its batch statistics would be taken
@@ -179,8 +181,17 @@ def residual_drop_path(
             "x + drop_path(branch(x), p) for this branch, or a per-sample norm (LayerNorm, "
             "GroupNorm)."
         )
-    # drop_path's mask, drawn the same way
-    keep = _keep_mask(_path_mask_shape(x, mode), p, seed, x.device).reshape(-1)
+    # drop_path's mask, drawn the same way (keyed by sample inside dk.mask_keys)
+    mask_shape = _path_mask_shape(x, mode)
+    row = mode == "row"
+    keys = _call_keys(seed, x, 0 if row else None, "residual_drop_path",
+                      shared_reason=f"mode={mode!r} draws one decision for the whole batch, "
+                      "not one per sample.")
+    if keys is not None:
+        keep = keyed.keyed_keep_mask(mask_shape, 0 if row else None, p, keys, x.device)
+    else:
+        keep = _keep_mask(mask_shape, p, seed, x.device)
+    keep = keep.reshape(-1)
     scale = _keep_scale(p, rescale=scale_by_keep)
     unscaled = scale == 1.0
 
