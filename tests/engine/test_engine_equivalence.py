@@ -270,3 +270,38 @@ def test_numba_threading_configuration_is_left_to_the_user():
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "no layer"
+
+
+_SOFTWARE_FLOAT16 = """
+import torch
+from dropkit import engine
+from dropkit.engine import half_precision, reference
+assert not half_precision.F16C, "expected the software float16 passes"
+g = torch.Generator().manual_seed(0)
+every_pattern = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16).view(torch.float16)
+for x in (every_pattern, (torch.randn(70000, generator=g) * 1e3).half()):
+    x = x[: x.numel() // 128 * 128]
+    r = torch.randn(x.shape, generator=g).half()
+    b = torch.randn(128, generator=g).half()
+    for got, want in [
+        (engine.dropout(x, 0.3, 1 / 0.7, 5, 2), reference.dropout_reference(x, 0.3, 1 / 0.7, 5, 2)),
+        (engine.bias_dropout_add(x.view(-1, 128), b, r.view(-1, 128), 0.3, 1 / 0.7, 5, 2),
+         reference.bias_dropout_add_reference(x.view(-1, 128), b, r.view(-1, 128), 0.3,
+                                              1 / 0.7, 5, 2)),
+    ]:
+        nan = want.isnan()
+        assert torch.equal(got.isnan(), nan)
+        assert torch.equal(got[~nan].view(torch.int16), want[~nan].view(torch.int16))
+"""
+
+
+@pytest.mark.slow  # compiles the float16 kernels for a generic CPU: ~20-40 s
+def test_float16_without_f16c_takes_the_software_passes_with_the_same_bits():
+    # Numba compiled for a CPU without F16C: the float16 conversions in software
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CPU_FEATURES": ""}
+    done = subprocess.run([sys.executable, "-c", _SOFTWARE_FLOAT16], env=env, timeout=600,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -48,9 +48,10 @@ from dropkit.engine.cpu_runtime import claim, finished, run
 from dropkit.engine.cpu_runtime import empty_like as empty_like
 from dropkit.engine.cpu_runtime import num_threads as num_threads
 from dropkit.engine.half_precision import (
-    bf16_bits,
-    bf16_rounded,
-    bf16_value,
+    half_bits,
+    half_rounded,
+    half_value,
+    one_loop,
     round_pass,
     widen_pass,
 )
@@ -112,22 +113,22 @@ def _half_chunk(x, out, in_place, t, scale, key0, key1, offset, c, words, wide, 
     """The 16-bit chunk on its bit patterns (float16 if ``f16`` else bfloat16), math in float32.
 
     A dropped element is +0.0 before rounding, and both roundings keep +0.0.
-    bfloat16 converts per element in one loop (one array when ``in_place``, as
-    in ``_float_chunk``); float16 in passes over the chunk.
+    One loop converting per element where ``one_loop(f16)`` (one array when
+    ``in_place``, as in ``_float_chunk``), else passes over the chunk.
     """
     start, stop, lanes = _chunk_lanes(c, x.size, key0, key1, offset, words)
     m = stop - start
-    if not f16:
+    if one_loop(f16):
         xs = x[start:stop]
         if in_place:
             for e in range(m):
-                xs[e] = bf16_bits(bf16_value(xs[e]) * scale if np.int32(lanes[e]) >= t
-                                  else np.float32(0))
+                xs[e] = half_bits(half_value(xs[e], f16) * scale if np.int32(lanes[e]) >= t
+                                  else np.float32(0), f16)
             return
         outs = out[start:stop]
         for e in range(m):
-            outs[e] = bf16_bits(bf16_value(xs[e]) * scale if np.int32(lanes[e]) >= t
-                                else np.float32(0))
+            outs[e] = half_bits(half_value(xs[e], f16) * scale if np.int32(lanes[e]) >= t
+                                else np.float32(0), f16)
         return
     values = wide.view(np.float32)
     widen_pass(x[start:stop], wide, m, f16)
@@ -248,16 +249,16 @@ def _bda_float_chunk(x, residual, out, bias, has_bias, t, scale, zero, key0, key
 
 
 @_inline
-def _bda_bf16_chunk(xs, rs, outs, bias, has_bias, t, scale, lanes, start, m):
-    """The fused bfloat16 chunk, one loop per bias period, rounded where the passes round.
+def _bda_one_loop_chunk(xs, rs, outs, bias, has_bias, t, scale, lanes, start, m, f16):
+    """The fused 16-bit chunk, one loop per bias period, rounded where the passes round.
 
-    h = bf16(x + bias); d = bf16(h * scale) or +0 where dropped; out = bf16(r + d).
+    h = half(x + bias); d = half(h * scale) or +0 where dropped; out = half(r + d).
     """
     if not has_bias:
         for i in range(m):
-            d = bf16_rounded(bf16_value(xs[i]) * scale) if np.int32(lanes[i]) >= t \
+            d = half_rounded(half_value(xs[i], f16) * scale, f16) if np.int32(lanes[i]) >= t \
                 else np.float32(0)
-            outs[i] = bf16_bits(bf16_value(rs[i]) + d)
+            outs[i] = half_bits(half_value(rs[i], f16) + d, f16)
         return
     period = bias.size
     j = start % period
@@ -270,9 +271,9 @@ def _bda_bf16_chunk(xs, rs, outs, bias, has_bias, t, scale, lanes, start, m):
         lr = lanes[e:e + run]
         br = bias[j:j + run]
         for k in range(run):
-            h = bf16_rounded(bf16_value(xr[k]) + br[k])
-            d = bf16_rounded(h * scale) if np.int32(lr[k]) >= t else np.float32(0)
-            outr[k] = bf16_bits(bf16_value(rr[k]) + d)
+            h = half_rounded(half_value(xr[k], f16) + br[k], f16)
+            d = half_rounded(h * scale, f16) if np.int32(lr[k]) >= t else np.float32(0)
+            outr[k] = half_bits(half_value(rr[k], f16) + d, f16)
         e += run
         j = 0
 
@@ -289,8 +290,9 @@ def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offs
     m = stop - start
     rs = residual[start:stop]
     outs = out[start:stop]
-    if not f16:
-        _bda_bf16_chunk(x[start:stop], rs, outs, bias, has_bias, t, scale, lanes, start, m)
+    if one_loop(f16):
+        _bda_one_loop_chunk(x[start:stop], rs, outs, bias, has_bias, t, scale, lanes, start, m,
+                            f16)
         return
     av = wide_a.view(np.float32)
     bv = wide_b.view(np.float32)

@@ -7,13 +7,16 @@ view), computed on, and rounded once back, to nearest even, which is what
 torch does when it multiplies a 16-bit tensor by a Python scalar.  NaN
 payloads are not specified: a NaN stays a NaN.
 
-Each float16 conversion is a pass over a whole chunk (``m`` elements) so that
-LLVM vectorises it; ``f16`` picks float16 (True) or bfloat16 (False).
-bfloat16 is the top half of a float32, so its conversions are a shift and a
-rounding add on the bits: the kernels do them per element inside their one
-loop (``bf16_value``, ``bf16_bits``, ``bf16_rounded``), through a bit cast
-between float32 and uint32, instead of a pass each (measured: one pass per
-conversion made the fused bias-dropout-add slower than its unfused sequence).
+``f16`` picks float16 (True) or bfloat16 (False).  The kernels convert per
+element inside their one loop (``half_value``, ``half_bits``,
+``half_rounded``) rather than in a pass over the chunk per conversion
+(measured: a pass per conversion made the fused bias-dropout-add slower than
+its unfused sequence).  bfloat16 is the top half of a float32, so its
+conversions are a shift and a rounding add on the bits, through a bit cast
+between float32 and uint32.  float16 converts in hardware (F16C's
+``vcvtph2ps``/``vcvtps2ph``, exact and round-to-nearest-even) where the CPU
+has it; elsewhere in passes over the chunk, in software, so that LLVM still
+vectorises them.
 """
 
 from __future__ import annotations
@@ -98,6 +101,54 @@ _F16_DENORM_MAGIC_BITS = np.uint32(((127 - 15) + (23 - 10) + 1) << 23)
 _F16_DENORM_MAGIC = np.float32(0.5)  # 2**-1, whose bit pattern is _F16_DENORM_MAGIC_BITS
 
 
+def _has_f16c() -> bool:
+    """Whether the kernels are compiled for a CPU with F16C (float16 <-> float32 in hardware).
+
+    Numba compiles for this machine's CPU unless ``NUMBA_CPU_NAME`` names
+    another; then only ``NUMBA_CPU_FEATURES`` can grant F16C.  Without it LLVM
+    would lower a half conversion to a library call that the JIT may not find.
+    """
+    from numba.core import config
+
+    if config.CPU_NAME and config.CPU_NAME != "host":
+        return "+f16c" in (config.CPU_FEATURES or "")
+    try:
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("f16c", False))
+    except Exception:  # pragma: no cover - llvmlite without the query: the passes
+        return False
+
+
+# float16 converts per element in the kernels' one loop when the CPU converts
+# in hardware (exact, round to nearest even, as the passes); else in passes.
+F16C = _has_f16c()
+
+
+@intrinsic
+def _float32_of_f16(typingctx, bits):
+    """The float32 value of the float16 bit pattern ``bits`` (exact; F16C only)."""
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _f16_of_float32(typingctx, value):
+    """The float16 bit pattern of the float32 ``value``, rounded to nearest even (F16C only)."""
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(value), codegen
+
+
 @inline
 def bf16_value(h):
     """The float32 value of the bfloat16 bit pattern ``h`` (exact)."""
@@ -114,6 +165,39 @@ def bf16_bits(v):
 def bf16_rounded(v):
     """``v`` rounded to bfloat16 and widened back: ``bf16_value(bf16_bits(v))``."""
     return bf16_value(bf16_bits(v))
+
+
+if F16C:
+    @inline
+    def half_value(h, f16):
+        """The float32 value of the 16-bit pattern ``h`` (float16 if ``f16`` else bfloat16)."""
+        return _float32_of_f16(np.uint16(h)) if f16 else bf16_value(h)
+
+    @inline
+    def half_bits(v, f16):
+        """The 16-bit pattern of the float32 ``v``, rounded to nearest even."""
+        return _f16_of_float32(v) if f16 else bf16_bits(v)
+else:
+    # float16 never reaches the one-loop code here (``one_loop``): no half type in the IR
+    @inline
+    def half_value(h, f16):
+        return bf16_value(h)
+
+    @inline
+    def half_bits(v, f16):
+        return bf16_bits(v)
+
+
+@inline
+def half_rounded(v, f16):
+    """``v`` rounded to the 16-bit type and widened back."""
+    return half_value(half_bits(v, f16), f16)
+
+
+@inline
+def one_loop(f16):
+    """Whether this 16-bit type converts per element in one loop (else in passes)."""
+    return F16C or not f16
 
 
 @inline
