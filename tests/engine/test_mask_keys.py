@@ -377,3 +377,12 @@ def test_mc_consistent_takes_a_model_with_residual_drop_path():
     # the block is kept for some MC samples and skipped for others
     spread = whole.samples.std(dim=0)
     assert bool((spread > 0).all())
+
+
+def test_residual_drop_path_takes_a_0d_input_with_a_shared_id_as_drop_path_does():
+    x = torch.tensor(0.75)
+    with dk.mask_keys(seed=1, step=0, sample_ids=7):
+        fused = F.residual_drop_path(x, _row_wise, 0.5)
+    with dk.mask_keys(seed=1, step=0, sample_ids=7):
+        unfused = x + F.drop_path(_row_wise(x), 0.5)
+    assert torch.equal(fused, unfused)

@@ -72,7 +72,8 @@ def _misaligned(n):
 
 
 @pytest.mark.parametrize("case", ["strided out", "strided x", "dtype", "numel", "overlap",
-                                  "misaligned x", "misaligned out", "meta"])
+                                  "misaligned x", "misaligned out", "meta", "negative bit",
+                                  "zero tensor", "wrapper subclass"])
 def test_address_path_refuses_what_its_arrays_would_misread(case):
     x, out = torch.randn(64), torch.empty(64)
     if case == "strided out":
@@ -90,8 +91,16 @@ def test_address_path_refuses_what_its_arrays_would_misread(case):
         x = _misaligned(64)
     elif case == "misaligned out":
         out = _misaligned(64)
-    else:
+    elif case == "meta":
         out = torch.empty(64, device="meta")
+    elif case == "negative bit":  # its memory holds -x
+        x = torch._neg_view(torch.randn(64))
+    elif case == "zero tensor":  # no memory: data_ptr() is 0
+        x = torch._efficientzerotensor(64)
+    else:  # a wrapper subclass has no data of its own (data_ptr() is 0)
+        from torch.testing._internal.two_tensor import TwoTensor
+
+        x = TwoTensor(torch.randn(64), torch.randn(64))
     assert cpu_kernels._small_call(x, out, 64) is None
     assert cpu_kernels._small_call(torch.randn(64), torch.empty(64), 64) is not None
 
@@ -104,3 +113,22 @@ def test_misaligned_input_still_gives_the_right_bits():
     expected = torch.empty(100)
     cpu_kernels.dropout_into(x.clone(), expected, 32768, 2.0, 9, 0)
     assert torch.equal(out, expected)
+
+
+@pytest.mark.parametrize("n", [64, cpu_kernels.PARALLEL_MIN_ELEMENTS + 5])
+def test_negative_bit_views_are_dropped_by_value(n):
+    import dropkit as dk
+    from dropkit.engine import reference
+
+    values = torch.randn(n)
+    view = torch._neg_view(-values)  # reads as values, holds -values in memory
+    assert view.is_neg() and view.is_contiguous()
+    y = dk.dropout(view, 0.3, seed=5)
+    assert torch.equal(y, reference.dropout_reference(values, 0.3, 1 / 0.7, 5, 0))
+    x = torch._neg_view(-values.clone())
+    dk.dropout(x, 0.3, seed=5, inplace=True)
+    assert torch.equal(x.resolve_neg(), y)
+    assert not x.resolve_neg()[y == 0].signbit().any()  # dropped: +0.0
+    residual = torch._neg_view(torch.randn(n))
+    fused = dk.bias_dropout_add(values, None, residual, 0.3, seed=5)
+    assert torch.equal(fused, residual.resolve_neg() + y)

@@ -418,16 +418,27 @@ _SMALL_ENTRIES = {  # dtype -> (entry point, its dtype argument)
 _I64 = 1 << 63
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def _small_call(x: torch.Tensor, out: torch.Tensor, n: int) -> tuple | None:
-    """The entry point and addresses for ``x`` and ``out`` when the address path applies."""
+    """The entry point and addresses for ``x`` and ``out`` when the address path applies.
+
+    Plain tensors only: a subclass (a wrapper such as DTensor or FakeTensor),
+    a ZeroTensor or a nested tensor has no data at ``data_ptr()`` (it is 0),
+    and a negative-bit view's memory holds ``-x``; those take the array path,
+    which converts them or raises.
+    """
     entry = _SMALL_ENTRIES.get(x.dtype)
-    if (entry is None or out.dtype != x.dtype or out.numel() != n or not x.is_cpu
-            or not out.is_cpu or not x.is_contiguous() or not out.is_contiguous()):
+    if (entry is None or type(x) not in _PLAIN or type(out) not in _PLAIN
+            or out.dtype != x.dtype or out.numel() != n or not x.is_cpu or not out.is_cpu
+            or x.layout != torch.strided or out.layout != torch.strided
+            or not x.is_contiguous() or not out.is_contiguous() or x.is_neg() or out.is_neg()):
         return None
     x_address, out_address = x.data_ptr(), out.data_ptr()
     size = x.element_size()
     nbytes = n * size
-    if x_address % size or out_address % size:
+    if not x_address or not out_address or x_address % size or out_address % size:
         return None
     if x_address != out_address and not (x_address + nbytes <= out_address
                                          or out_address + nbytes <= x_address):

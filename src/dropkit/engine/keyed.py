@@ -349,7 +349,7 @@ def keyed_keep_mask(shape, batch_dim: int | None, p: float, keys: Keys,
 def _keyed_dropout_values(x: torch.Tensor, p: float, scale: float, keys: Keys,
                           batch_dim: int | None) -> torch.Tensor:
     """``where(keep, x * scale, 0)`` with the keyed mask, laid out as ``op.output_like(x)``."""
-    dense = x.contiguous()
+    dense = x.resolve_neg().contiguous()  # the kernels read values, not a negative-bit view
     rows, _ = _split(x.shape, batch_dim)
     out = None
     if batch_dim in (0, None) and x.numel():

@@ -128,7 +128,7 @@ def dropout_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
     The mask is laid on the elements in logical (row-major) order whatever
     ``x``'s memory layout; the output has the layout of ``output_like(x)``.
     """
-    if x.is_cpu and x.dtype in _FAST_CPU_DTYPES and x.is_contiguous():
+    if x.is_cpu and x.dtype in _FAST_CPU_DTYPES and x.is_contiguous() and not x.is_neg():
         # The common case first, with as few questions as possible: on the
         # activations of a small MLP the whole call costs about 10 us.
         numel = x.numel()
@@ -140,7 +140,8 @@ def dropout_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
                 out = kernels.empty_like(x)
             kernels.dropout_into(x, out, threshold, scale, seed, offset)
             return out
-    dense = x.contiguous()
+    # a negative-bit view (x.conj().imag) holds -x in memory: the kernels read values
+    dense = x.resolve_neg().contiguous()
     kernels = cpu_backend() if dense.device.type == "cpu" else None
     if kernels is not None:
         out = kernels.empty_like(dense)
@@ -232,10 +233,10 @@ def _dropout_inplace_op(x: torch.Tensor, threshold: int, scale: float, seed: int
 def dropout_inplace_impl(x: torch.Tensor, threshold: int, scale: float, seed: int,
                          offset: int) -> None:
     """The in-place kernel call; ``seed``/``offset`` unsigned."""
-    if x.is_contiguous():
+    if x.is_contiguous() and not x.is_neg():
         _dropout_into(x, x, threshold, scale, seed, offset)
-    else:
-        dense = x.contiguous()
+    else:  # a copy of the values (never x's own memory), written back by copy_
+        dense = x.resolve_neg().contiguous()
         _dropout_into(dense, dense, threshold, scale, seed, offset)
         x.copy_(dense)
 
@@ -367,6 +368,8 @@ def fusable(x: torch.Tensor, bias: torch.Tensor | None, residual: torch.Tensor) 
         return False
     if x.layout != torch.strided or residual.layout != torch.strided:
         return False
+    if x.is_neg() or residual.is_neg() or (bias is not None and bias.is_neg()):
+        return False  # negative-bit views: the sequence reads their values
     if bias is None:
         return True
     if not (bias.dtype == x.dtype and bias.device == x.device and bias.layout == torch.strided):

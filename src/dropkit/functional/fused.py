@@ -183,7 +183,7 @@ def residual_drop_path(
         )
     # drop_path's mask, drawn the same way (keyed by sample inside dk.mask_keys)
     mask_shape = _path_mask_shape(x, mode)
-    row = mode == "row"
+    row = mode == "row" and x.ndim > 0  # as drop_path
     keys = _call_keys(seed, x, 0 if row else None, "residual_drop_path",
                       shared_reason=f"mode={mode!r} draws one decision for the whole batch, "
                       "not one per sample.")
