@@ -105,6 +105,7 @@ def test_importing_dropkit_does_not_import_torch_dynamo():
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
 
 
+@pytest.mark.slow  # a fresh interpreter: ~3 s
 def test_keyed_masks_without_torch_compile_do_not_import_torch_dynamo():
     import subprocess
 
