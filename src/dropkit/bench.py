@@ -23,10 +23,7 @@ bytes autograd keeps for backward per input element, with
 Small activations, ``(32, 64)`` and ``(100, 64)`` by default (the layers of a
 small MLP), are timed apart, forward + backward only (``y = dropout(x, p);
 y.backward(g)``), dropkit against torch, in CPU time per call: there the cost
-is per call (argument checks, the seed, autograd), not per element. So is a
-training step of the tutorials' MLP (``mlp_step``: in-64-64-out and
-in-512-512-out, batch 100, one Adam step) with ``nn.Dropout`` and with
-``dk.Dropout``, the same weights in both.
+is per call (argument checks, the seed, autograd), not per element.
 
 Two fused patterns are timed the same way, against their unfused spelling:
 
@@ -64,7 +61,6 @@ from dropkit.bench_rows import (
     time_bias_dropout_add,
     time_dropout,
     time_keep_mask,
-    time_mlp_step,
     time_residual_mlp,
     time_small_forward_backward,
 )
@@ -79,18 +75,16 @@ from dropkit.bench_timing import (
 )
 
 __all__ = [
-    "CONTENDERS", "DEFAULT_DTYPES", "DEFAULT_MLP_STEPS", "DEFAULT_RESIDUAL_MLP", "DEFAULT_SIZES",
-    "DEFAULT_SMALL_SHAPES", "FUSED_WIDTH", "PHASES", "cpu_name", "default_out_dir", "format_size",
-    "interleave", "main", "median_ratio", "parse_size", "render", "result_path", "run",
-    "saved_bytes_per_element", "summary_ms", "time_bias_dropout_add", "time_dropout",
-    "time_keep_mask", "time_mlp_step", "time_residual_mlp", "time_small_forward_backward",
+    "CONTENDERS", "DEFAULT_DTYPES", "DEFAULT_RESIDUAL_MLP", "DEFAULT_SIZES", "DEFAULT_SMALL_SHAPES",
+    "FUSED_WIDTH", "PHASES", "cpu_name", "default_out_dir", "format_size", "interleave", "main",
+    "median_ratio", "parse_size", "render", "result_path", "run", "saved_bytes_per_element",
+    "summary_ms", "time_bias_dropout_add", "time_dropout", "time_keep_mask", "time_residual_mlp",
+    "time_small_forward_backward",
 ]
 
 DEFAULT_SIZES = (1 << 20, 16 << 20)
 DEFAULT_DTYPES = ("float32", "bfloat16")
 DEFAULT_SMALL_SHAPES = ((32, 64), (100, 64))
-# The MLP training steps: (hidden width, batch), tutorial-mlp's and wide-mlp's.
-DEFAULT_MLP_STEPS = ((64, 100), (512, 100))
 
 # The residual-MLP training step: samples, tokens per sample, width, blocks, max drop rate.
 DEFAULT_RESIDUAL_MLP = {"batch": 64, "tokens": 8, "width": 128, "depth": 12, "max_rate": 0.3}
@@ -124,21 +118,16 @@ def _progress(total: int, quiet: bool):
 
 def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int = 15,
         quiet: bool = False, residual_mlp: dict | bool | None = True,
-        small_shapes: Sequence[Sequence[int]] = DEFAULT_SMALL_SHAPES,
-        mlp_steps: Sequence[Sequence[int]] | None = None) -> dict:
+        small_shapes: Sequence[Sequence[int]] = DEFAULT_SMALL_SHAPES) -> dict:
     """Measure everything; returns the JSON-ready result.
 
     ``residual_mlp``: the configuration of the training-step comparison
     (keys of :data:`DEFAULT_RESIDUAL_MLP`), ``True`` for that default, or
     ``None``/``False`` to skip it. ``small_shapes``: the activations of the
     small forward + backward rows (empty to skip them), in each of ``dtypes``.
-    ``mlp_steps``: ``(hidden width, batch)`` of the MLP training-step rows,
-    ``None`` for :data:`DEFAULT_MLP_STEPS`, empty to skip them.
     """
     if residual_mlp is True:
         residual_mlp = DEFAULT_RESIDUAL_MLP
-    if mlp_steps is None:
-        mlp_steps = DEFAULT_MLP_STEPS
     import numba
 
     from dropkit.engine import cpu_kernels
@@ -156,7 +145,6 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
                                          on_progress if progress else None))
     small = [time_small_forward_backward(shape, d, p, repeat)
              for d in dtypes for shape in small_shapes]
-    steps = [time_mlp_step(width, batch, p, repeat) for width, batch in mlp_steps]
     masks = [time_keep_mask(n, p, repeat) for n in sizes]
     fused = [time_bias_dropout_add(n, getattr(torch, d), p, repeat)
              for d in dtypes for n in sizes]
@@ -180,7 +168,6 @@ def run(sizes=DEFAULT_SIZES, dtypes=DEFAULT_DTYPES, p: float = 0.5, repeat: int 
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "rows": rows,
         "small_forward_backward": small,
-        "mlp_step": steps,
         "keep_mask": masks,
         "bias_dropout_add": fused,
         "residual_mlp": residual,
@@ -250,19 +237,6 @@ def render(result: dict) -> str:
         lines.append(f"CPU time of the process per call, median of {small[0]['repeat']} "
                      f"repetitions of {small[0]['number']} calls; 'vs torch' = torch time / "
                      "dropkit time, median of per-repetition ratios.")
-    if result.get("mlp_step"):
-        lines.append("")
-        lines.append("training step of the tutorials' MLP (in-w-w-out, ReLU, dropout p after "
-                     "each hidden layer, 40 features, Adam): nn.Dropout against dk.Dropout")
-        header, row = _table([("width", 5), ("batch", 5), ("dropkit us", 10), ("torch us", 9),
-                              ("vs torch", 9)])
-        lines += header
-        for r in result["mlp_step"]:
-            us = {name: 1e3 * ms for name, ms in r["median_ms"].items()}
-            lines.append(row([str(r["width"]), str(r["batch"]), f"{us['dropkit']:.0f}",
-                              f"{us['torch']:.0f}", f"{r['speedup_over_torch']:.2f}x"]))
-        lines.append("wall time per step, medians; 'vs torch' = torch time / dropkit time, "
-                     "median of per-repetition ratios.")
     if result.get("bias_dropout_add"):
         lines.append("")
         lines.append("bias_dropout_add: r + dropout(x + b), x of (n / 1024, 1024)")

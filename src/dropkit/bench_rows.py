@@ -5,8 +5,6 @@
   on a large flat tensor, forward, backward and forward + backward;
 - :func:`time_small_forward_backward`: forward + backward on the small
   activations of an MLP (``(32, 64)``), where the cost is per call, not per element;
-- :func:`time_mlp_step`: an Adam step of the tutorials' MLP with ``dk.Dropout``
-  against ``nn.Dropout``;
 - :func:`time_keep_mask`: the bool mask alone, against torch's ``bernoulli_``;
 - :func:`time_bias_dropout_add`: the fused op against its unfused spelling;
 - :func:`time_residual_mlp`: a training step with ``ResidualDropPath`` against ``DropPath``.
@@ -176,48 +174,6 @@ def time_small_forward_backward(shape: Sequence[int], dtype_name: str, p: float,
             "repeat": repeat, "number": number, "clock": "process_time",
             **summary_ms(times), "speedup_over_torch": median_ratio(times["torch"],
                                                                      times["dropkit"])}
-
-
-def time_mlp_step(width: int, batch: int, p: float, repeat: int, number: int = 20) -> dict:
-    """One Adam step of the tutorials' MLP, with ``nn.Dropout`` and with ``dk.Dropout``.
-
-    The network is in-``width``-``width``-out with ReLU and dropout after each
-    hidden layer (``tutorial-mlp`` at width 64, ``wide-mlp`` at 512), on
-    MNIST-1D-sized batches (40 features, 10 classes); both copies start from
-    the same weights. Wall time per step, ``number`` steps in a row: the
-    matrix products run on torch's threads, whose spinning between ops would
-    count in CPU time.
-    """
-    from torch import nn
-
-    from dropkit.layers import Dropout
-
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(batch, 40, generator=gen)
-    y = torch.randint(0, 10, (batch,), generator=gen)
-
-    def mlp(drop) -> nn.Module:
-        return nn.Sequential(nn.Linear(40, width), nn.ReLU(), drop(p), nn.Linear(width, width),
-                             nn.ReLU(), drop(p), nn.Linear(width, 10))
-
-    models = {"torch": mlp(nn.Dropout), "dropkit": mlp(Dropout)}
-    models["dropkit"].load_state_dict(models["torch"].state_dict())
-
-    def training_step(model: nn.Module) -> Callable[[], None]:
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            optimizer.step()
-        return step
-
-    times = interleave({name: training_step(m) for name, m in models.items()}, repeat,
-                       number=number)
-    return {"width": width, "batch": batch, "p": p, "repeat": repeat, "number": number,
-            "clock": "perf_counter", **summary_ms(times),
-            "speedup_over_torch": median_ratio(times["torch"], times["dropkit"])}
 
 
 def time_keep_mask(n: int, p: float, repeat: int) -> dict:
