@@ -74,7 +74,7 @@ def _never_traced(fn):
         if disabled is None:
             if "torch._dynamo" not in sys.modules:
                 return fn(*args, **kwargs)
-            disabled = _DISABLED[fn] = torch.compiler.disable(fn)
+            disabled = _disabled(fn)
         return disabled(*args, **kwargs)
 
     _NEVER_TRACED.append(fn)
@@ -85,14 +85,20 @@ _NEVER_TRACED: list[Callable] = []
 _DISABLED: dict[Callable, Callable] = {}
 
 
+def _disabled(fn: Callable) -> Callable:
+    """``torch.compiler.disable(fn)``, made once."""
+    disabled = _DISABLED.get(fn)
+    if disabled is None:
+        disabled = _DISABLED[fn] = torch.compiler.disable(fn)
+    return disabled
+
+
 def _prepare_never_traced() -> None:
     """Make every disabled function now (on entering ``mask_keys``, which runs eagerly), so
     that torch.compile finds them made rather than tracing their making."""
-    if "torch._dynamo" not in sys.modules:
-        return
-    for fn in _NEVER_TRACED:
-        if fn not in _DISABLED:
-            _DISABLED[fn] = torch.compiler.disable(fn)
+    if "torch._dynamo" in sys.modules:
+        for fn in _NEVER_TRACED:
+            _disabled(fn)
 
 
 def _stack() -> list[_State]:
