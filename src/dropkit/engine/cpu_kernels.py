@@ -44,17 +44,18 @@ from numba import types
 from numba.extending import intrinsic
 
 from dropkit.engine.cpu_runtime import PARALLEL_MIN_ELEMENTS as PARALLEL_MIN_ELEMENTS
-from dropkit.engine.cpu_runtime import claim, finished, run
+from dropkit.engine.cpu_runtime import claim, finished, one_piece, run
 from dropkit.engine.cpu_runtime import empty_like as empty_like
 from dropkit.engine.cpu_runtime import num_threads as num_threads
 from dropkit.engine.half_precision import (
+    f16_round_pass,
+    f16_widen_pass,
     half_bits,
     half_rounded,
     half_value,
     one_loop,
-    round_pass,
-    widen_pass,
 )
+from dropkit.engine.op import as_int64
 from dropkit.engine.philox_cpu import inline as _inline
 from dropkit.engine.philox_cpu import kernel as _jit
 from dropkit.engine.philox_cpu import key_words, philox_words_into
@@ -131,10 +132,10 @@ def _half_chunk(x, out, in_place, t, scale, key0, key1, offset, c, words, wide, 
                                 else np.float32(0), f16)
         return
     values = wide.view(np.float32)
-    widen_pass(x[start:stop], wide, m, f16)
+    f16_widen_pass(x[start:stop], wide, m)
     for e in range(m):
         values[e] = values[e] * scale if np.int32(lanes[e]) >= t else np.float32(0)
-    round_pass(wide, out[start:stop], m, f16)
+    f16_round_pass(wide, out[start:stop], m)
 
 
 @_inline
@@ -296,19 +297,19 @@ def _bda_half_chunk(x, residual, out, bias, has_bias, t, scale, key0, key1, offs
         return
     av = wide_a.view(np.float32)
     bv = wide_b.view(np.float32)
-    widen_pass(x[start:stop], wide_a, m, f16)
+    f16_widen_pass(x[start:stop], wide_a, m)
     if has_bias:  # h = half(x + bias), kept as float32 in a
         _add_bias(av, bias, av, start, m)
-        round_pass(wide_a, outs, m, f16)
-        widen_pass(outs, wide_a, m, f16)
+        f16_round_pass(wide_a, outs, m)
+        f16_widen_pass(outs, wide_a, m)
     for e in range(m):  # d = half(h * scale), or +0 where dropped
         av[e] = av[e] * scale if np.int32(lanes[e]) >= t else np.float32(0)
-    round_pass(wide_a, outs, m, f16)
-    widen_pass(outs, wide_a, m, f16)
-    widen_pass(rs, wide_b, m, f16)
+    f16_round_pass(wide_a, outs, m)
+    f16_widen_pass(outs, wide_a, m)
+    f16_widen_pass(rs, wide_b, m)
     for e in range(m):
         av[e] = bv[e] + av[e]
-    round_pass(wide_a, outs, m, f16)
+    f16_round_pass(wide_a, outs, m)
 
 
 @_jit
@@ -383,10 +384,9 @@ def _pointer(typingctx, address, like):
 
 
 @_inline
-def _one_piece(n):
-    """The work array of a call run on one thread: one piece holding every chunk."""
-    units = (n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS
-    return np.array([0, 0, 1, units, units], dtype=np.int64)
+def _whole_call(n):
+    """The work of a call on ``n`` elements run on this thread: every chunk, ``_chunks(n)``."""
+    return one_piece((n + CHUNK_ELEMENTS - 1) // CHUNK_ELEMENTS)
 
 
 @_jit
@@ -397,7 +397,7 @@ def _dropout_float_at(x_address, out_address, n, like, t, scale, seed, offset):
     typed_scale = np.empty(1, out.dtype)  # the scale rounded to the dtype, as the driver takes it
     typed_scale[0] = scale
     _dropout_float(x, out, np.int32(t), typed_scale[0], np.uint64(seed),
-                   np.uint64(offset), _one_piece(n))
+                   np.uint64(offset), _whole_call(n))
 
 
 @_jit
@@ -406,7 +406,7 @@ def _dropout_half_at(x_address, out_address, n, f16, t, scale, seed, offset):
     x = numba.carray(_pointer(x_address, np.uint16(0)), n)
     out = numba.carray(_pointer(out_address, np.uint16(0)), n)
     _dropout_half(x, out, f16, np.int32(t), np.float32(scale), np.uint64(seed),
-                  np.uint64(offset), _one_piece(n))
+                  np.uint64(offset), _whole_call(n))
 
 
 _SMALL_ENTRIES = {  # dtype -> (entry point, its dtype argument)
@@ -415,8 +415,6 @@ _SMALL_ENTRIES = {  # dtype -> (entry point, its dtype argument)
     torch.bfloat16: (_dropout_half_at, False),
     torch.float16: (_dropout_half_at, True),
 }
-_I64 = 1 << 63
-
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
 
@@ -455,8 +453,7 @@ def dropout_into(x: torch.Tensor, out: torch.Tensor, t: int, scale: float, seed:
         if call is not None:
             (entry, flag), x_address, out_address = call
             # seeds and offsets as their int64 bit patterns: one compiled signature
-            entry(x_address, out_address, n, flag, t, scale,
-                  seed - (seed >= _I64) * (_I64 << 1), offset - (offset >= _I64) * (_I64 << 1))
+            entry(x_address, out_address, n, flag, t, scale, as_int64(seed), as_int64(offset))
             return
     try:
         kernel, scale_type, flags = _DROPOUT_KERNELS[x.dtype]

@@ -179,6 +179,20 @@ def finished(work):
     _fetch_add(work, _DONE)
 
 
+@inline
+def one_piece(units):
+    """The work array of a kernel call run on the calling thread alone: one piece of every unit.
+
+    The compiled twin of the array ``run`` makes for a call below the parallel
+    size, for entry points that run a driver from compiled code.
+    """
+    work = np.zeros(5, dtype=np.int64)
+    work[_PIECES] = 1
+    work[_PER_PIECE] = units
+    work[_UNITS] = units
+    return work
+
+
 @kernel
 def _all_finished(work, polls):
     """Whether every piece is finished, polling at most ``polls`` times."""

@@ -1,11 +1,10 @@
 """float16 and bfloat16 on their bit patterns, for the CPU kernels (Numba).
 
 Numba has no 16-bit float type, so the kernels see float16 and bfloat16
-tensors as uint16 arrays and do their math in float32: a chunk is widened
-exactly to float32 bit patterns (``wide``, read as values through a float32
-view), computed on, and rounded once back, to nearest even, which is what
-torch does when it multiplies a 16-bit tensor by a Python scalar.  NaN
-payloads are not specified: a NaN stays a NaN.
+tensors as uint16 arrays and do their math in float32: each value is widened
+exactly to float32, computed on, and rounded once back, to nearest even,
+which is what torch does when it multiplies a 16-bit tensor by a Python
+scalar.  NaN payloads are not specified: a NaN stays a NaN.
 
 ``f16`` picks float16 (True) or bfloat16 (False).  The kernels convert per
 element inside their one loop (``half_value``, ``half_bits``,
@@ -15,7 +14,9 @@ its unfused sequence).  bfloat16 is the top half of a float32, so its
 conversions are a shift and a rounding add on the bits, through a bit cast
 between float32 and uint32.  float16 converts in hardware (F16C's
 ``vcvtph2ps``/``vcvtps2ph``, exact and round-to-nearest-even) where the CPU
-has it; elsewhere in passes over the chunk, in software, so that LLVM still
+has it; elsewhere in software, in passes over a whole chunk
+(``f16_widen_pass``, ``f16_round_pass``: ``wide`` holds the chunk's float32
+bit patterns, read as values through a float32 view), so that LLVM still
 vectorises them.
 """
 
@@ -161,12 +162,6 @@ def bf16_bits(v):
     return _bf16_round(_bits_of_float32(v))
 
 
-@inline
-def bf16_rounded(v):
-    """``v`` rounded to bfloat16 and widened back: ``bf16_value(bf16_bits(v))``."""
-    return bf16_value(bf16_bits(v))
-
-
 if F16C:
     @inline
     def half_value(h, f16):
@@ -201,19 +196,8 @@ def one_loop(f16):
 
 
 @inline
-def _bf16_widen_pass(src, wide, m):
-    for e in range(m):  # bfloat16 is the top half of a float32: widening is a shift
-        wide[e] = np.uint32(src[e]) << np.uint32(16)
-
-
-@inline
-def _bf16_round_pass(wide, dst, m):
-    for e in range(m):
-        dst[e] = _bf16_round(wide[e])
-
-
-@inline
-def _f16_widen_pass(src, wide, m):
+def f16_widen_pass(src, wide, m):
+    """wide[:m] = the float32 bit patterns of the float16 patterns src[:m], exactly."""
     values = wide.view(np.float32)
     for e in range(m):
         wide[e] = _f16_widen(np.uint32(src[e]))
@@ -225,8 +209,8 @@ def _f16_widen_pass(src, wide, m):
 
 
 @inline
-def _f16_round_pass(wide, dst, m):
-    """dst = float16 bits of the float32 values in ``wide`` (which it overwrites)."""
+def f16_round_pass(wide, dst, m):
+    """dst[:m] = float16 bits of the float32 values in wide[:m] (which it overwrites)."""
     values = wide.view(np.float32)
     for e in range(m):
         bits = wide[e]
@@ -236,21 +220,3 @@ def _f16_round_pass(wide, dst, m):
             dst[e] = np.uint16((wide[e] - _F16_DENORM_MAGIC_BITS) | sign)
         else:
             dst[e] = _f16_round(bits)
-
-
-@inline
-def widen_pass(src, wide, m, f16):
-    """wide[:m] = the float32 bit patterns of the 16-bit patterns src[:m], exactly."""
-    if f16:
-        _f16_widen_pass(src, wide, m)
-    else:
-        _bf16_widen_pass(src, wide, m)
-
-
-@inline
-def round_pass(wide, dst, m, f16):
-    """dst[:m] = the float32 values in wide[:m] rounded to 16 bits (``wide`` is clobbered)."""
-    if f16:
-        _f16_round_pass(wide, dst, m)
-    else:
-        _bf16_round_pass(wide, dst, m)
